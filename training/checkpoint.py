@@ -1,0 +1,143 @@
+"""The one model format: a folder with `model.safetensors` and `config.json`.
+
+The same folder layout is written by training, kept in `weights/`, pushed to the Hub, and read by
+`load_model` for evaluation, the app and the tests. config.json holds everything needed to use
+the weights (architecture, input size, crop geometry, normalisation, age bins, calibration
+temperatures, label names), so nothing is guessed from tensor shapes. Only safetensors are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from training.heads import AgeEstimate, decode_age, gender_probability
+from training.models import build_model
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder is missing a file, or a file is corrupt or inconsistent."""
+
+
+@dataclass
+class ModelConfig:
+    name: str  # shown in the app, e.g. "Model A (from scratch)"
+    architecture: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_size: int
+    crop_margin: float
+    age_min: int = 1
+    age_max: int = 116
+    arch_kwargs: dict = field(default_factory=dict)
+    age_temperature: float = 1.0  # fitted on validation so the range has its stated coverage
+    gender_temperature: float = 1.0  # fitted on validation by log-likelihood
+    range_coverage: float = 0.8
+    gender_labels: tuple[str, str] = ("male", "female")
+    tasks: tuple[str, ...] = ("age", "gender")
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_age_bins(self) -> int:
+        return self.age_max - self.age_min + 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)}")
+        if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise ValueError(f"format_version {data['format_version']} is not {FORMAT_VERSION}")
+        for key in ("mean", "std", "gender_labels", "tasks"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def build_from_config(config: ModelConfig) -> nn.Module:
+    return build_model(config.architecture, config.num_age_bins, **config.arch_kwargs)
+
+
+def save_model(model: nn.Module, config: ModelConfig, folder: Path) -> None:
+    """Write weights and config; each file is replaced atomically, so a crash leaves the old pair."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_NAME + ".tmp")
+    save_file(state, tmp, metadata={"format": "pt", "architecture": config.architecture})
+    os.replace(tmp, folder / WEIGHTS_NAME)
+    tmp = folder / (CONFIG_NAME + ".tmp")
+    tmp.write_text(config.to_json())
+    os.replace(tmp, folder / CONFIG_NAME)
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise ModelLoadError(f"missing {path}: a model folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        return ModelConfig.from_json(path.read_text())
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"{path} is not a valid model config: {error}") from error
+
+
+@dataclass
+class Prediction:
+    """Decoded outputs for a batch of faces."""
+
+    age: AgeEstimate
+    p_female: torch.Tensor
+
+
+class LoadedModel:
+    """A model in eval mode with its config, turning preprocessed batches into predictions."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig, folder: Path, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.config = config
+        self.folder = folder
+        self.device = device
+
+    @torch.inference_mode()
+    def predict(self, batch: torch.Tensor) -> Prediction:
+        age_logits, gender_logit = self.model(batch.to(self.device))
+        c = self.config
+        return Prediction(
+            age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_coverage),
+            p_female=gender_probability(gender_logit, c.gender_temperature),
+        )
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> LoadedModel:
+    """Build the model named in `folder/config.json` and load `folder/model.safetensors` strictly."""
+    folder = Path(folder)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelLoadError(f"missing {weights}")
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelLoadError(f"{weights} is not a readable safetensors file: {error}") from error
+    try:
+        model = build_from_config(config)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ModelLoadError(f"{weights} does not match {folder / CONFIG_NAME}: {error}") from error
+    return LoadedModel(model, config, folder, device)

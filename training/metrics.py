@@ -1,0 +1,99 @@
+"""Running a model over a split, the metrics we report, and post-hoc calibration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from training.heads import decode_age, gender_probability
+
+
+@dataclass
+class Outputs:
+    """Raw model outputs and labels for every face of a split, on the CPU."""
+
+    age_logits: torch.Tensor
+    gender_logit: torch.Tensor
+    age: torch.Tensor
+    gender: torch.Tensor
+    race: torch.Tensor
+
+
+@torch.inference_mode()
+def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_last: bool = False) -> Outputs:
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("age_logits", "gender_logit", "age", "gender", "race")}
+    for x, age, gender, race in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            age_logits, gender_logit = model(x)
+        parts["age_logits"].append(age_logits.float().cpu())
+        parts["gender_logit"].append(gender_logit.float().cpu())
+        parts["age"].append(age)
+        parts["gender"].append(gender)
+        parts["race"].append(race)
+    return Outputs(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE of P(female): |accuracy - confidence| averaged over equal-width confidence bins."""
+    confidence = np.maximum(p, 1 - p)
+    correct = (p >= 0.5) == (y == 1)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def face_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
+                 coverage: float = 0.8) -> dict[str, float]:
+    """MAE, CS@5, range coverage and width, gender accuracy, ECE and NLL over all faces in `out`."""
+    est = decode_age(out.age_logits, age_min, age_temperature, coverage)
+    err = (est.mean - out.age.float()).abs()
+    inside = (out.age >= est.low) & (out.age <= est.high)
+    p = gender_probability(out.gender_logit, gender_temperature).numpy()
+    y = out.gender.numpy()
+    eps = 1e-7
+    nll = -np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))
+    return {
+        "n": int(len(err)),
+        "age_mae": float(err.mean()),
+        "age_cs5": float((err <= 5).float().mean()),
+        "age_range_coverage": float(inside.float().mean()),
+        "age_range_width": float((est.high - est.low).mean()),
+        "gender_accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+        "gender_ece": expected_calibration_error(p, y),
+        "gender_nll": float(nll),
+    }
+
+
+def fit_age_temperature(out: Outputs, age_min: int, coverage: float = 0.8) -> float:
+    """The softmax temperature whose `coverage` range holds the true age for that share of faces.
+
+    Coverage grows with temperature (a flatter distribution has a wider range), so a grid
+    search for the closest value is enough.
+    """
+    grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 121))
+    def covered(t: float) -> float:
+        est = decode_age(out.age_logits, age_min, float(t), coverage)
+        return float(((out.age >= est.low) & (out.age <= est.high)).float().mean())
+    return float(min(grid, key=lambda t: abs(covered(t) - coverage)))
+
+
+def fit_gender_temperature(out: Outputs) -> float:
+    """Temperature scaling of the gender logit by negative log-likelihood."""
+    grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 121))
+    y = out.gender.float()
+    def nll(t: float) -> float:
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(out.gender_logit / t, y))
+    return float(min(grid, key=nll))
