@@ -68,8 +68,11 @@ class FacePack:
         self.path = path
 
     def indices(self, split: str, limit: int | None = None) -> np.ndarray:
+        """Rows of one split; with `limit`, a fixed random sample (files are sorted by age)."""
         idx = np.flatnonzero(self.split == SPLITS.index(split))
-        return idx[:limit] if limit else idx
+        if limit and limit < len(idx):
+            idx = np.sort(np.random.default_rng(0).choice(idx, size=limit, replace=False))
+        return idx
 
     def image(self, i: int) -> Image.Image:
         data = self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes()

@@ -1,0 +1,53 @@
+"""Age and gender from face photos, Model A (from scratch) and Model B (transfer) side by side.
+
+    python app.py                 # models from the Hub, falling back to weights/ when offline
+    python app.py --offline       # weights/ only
+    python app.py --model-a path/to/model_folder --port 7860
+
+Also the entry point of the Hugging Face Space. Importing this module does nothing: models are
+resolved and loaded in main().
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import replace
+
+from demo.sources import offline_from_env, specs_from_env
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--offline", action="store_true", help="use weights/ and never contact the Hub")
+    p.add_argument("--model-a", help="Hub repo id or local folder for Model A")
+    p.add_argument("--model-b", help="Hub repo id or local folder for Model B")
+    p.add_argument("--revision", help="Hub revision for both models")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from demo.faces import FaceDetector
+    from demo.predictor import Predictor
+    from demo.sources import load_models
+    from demo.ui import build_demo
+
+    overrides = {"a": args.model_a, "b": args.model_b}
+    specs = [replace(s, repo_id=overrides[s.key] or s.repo_id, revision=args.revision or s.revision)
+             for s in specs_from_env()]
+    models, sources = load_models(specs, offline=args.offline or offline_from_env(), device=args.device)
+    predictor = Predictor(models, FaceDetector(device=args.device))
+    # Webcam frames: ignore faces under 40 px, which halves MTCNN's image pyramid on 640x480.
+    live = Predictor(models, FaceDetector(device=args.device, min_face_size=40))
+    demo = build_demo(predictor, live, sources)
+    demo.queue(max_size=64).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Photo in, plain result objects out: detect every face, crop, run both models batched.
+
+No Gradio here: the app, the batch CLI, the benchmark and the tests all use `Predictor`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from demo.faces import MIN_JUDGE_SIZE, Face, FaceDetector, align_crop, to_model_input
+from training.checkpoint import LoadedModel
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    age: float
+    age_low: int
+    age_high: int
+    p_female: float
+
+    @property
+    def gender(self) -> str:
+        return "female" if self.p_female >= 0.5 else "male"
+
+    @property
+    def gender_confidence(self) -> float:
+        return max(self.p_female, 1 - self.p_female)
+
+    def age_text(self) -> str:
+        return f"{round(self.age)} ({self.age_low}-{self.age_high})"
+
+
+@dataclass
+class FaceResult:
+    number: int  # 1 = highest detection score
+    face: Face
+    crop: Image.Image | None  # None when the face is too small to judge
+    answers: dict[str, ModelAnswer] = field(default_factory=dict)  # by model key, e.g. "a", "b"
+
+    @property
+    def judged(self) -> bool:
+        return self.crop is not None
+
+
+@dataclass
+class ImageResult:
+    size: tuple[int, int]
+    faces: list[FaceResult]
+    timings_ms: dict[str, float]
+
+    @property
+    def note(self) -> str | None:
+        """A sentence for the user when there is nothing (or not everything) to show."""
+        if not self.faces:
+            return "No face found in this photo. Try a clearer, larger or more frontal face."
+        small = sum(not f.judged for f in self.faces)
+        if small == len(self.faces):
+            return f"Found {small} face(s), all smaller than {MIN_JUDGE_SIZE} px: too small to judge age or gender."
+        if small:
+            return f"{small} of {len(self.faces)} faces are smaller than {MIN_JUDGE_SIZE} px and were not judged."
+        return None
+
+
+class Predictor:
+    """Detector plus the models, keyed by short names ("a", "b")."""
+
+    def __init__(self, models: dict[str, LoadedModel], detector: FaceDetector | None = None,
+                 device: str = "cpu", min_judge_size: int = MIN_JUDGE_SIZE) -> None:
+        if not models:
+            raise ValueError("at least one model is needed")
+        self.models = models
+        self.detector = detector or FaceDetector(device=device)
+        self.min_judge_size = min_judge_size
+
+    def predict(self, image: Image.Image) -> ImageResult:
+        """Every face in an RGB image, with each model's answer for the faces big enough to judge."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        faces = self.detector.detect(image)
+        timings["detect"] = _ms_since(start)
+
+        start = time.perf_counter()
+        results = []
+        crops: dict[tuple[int, float], list[Image.Image]] = {}
+        for number, face in enumerate(faces, start=1):
+            results.append(FaceResult(number=number, face=face, crop=None))
+        judged = [r for r in results if r.face.size >= self.min_judge_size]
+        for model in self.models.values():
+            key = (model.config.crop_size, model.config.crop_margin)
+            if key not in crops:
+                crops[key] = [align_crop(image, r.face, *key) for r in judged]
+        for i, r in enumerate(judged):
+            r.crop = next(iter(crops.values()))[i]
+        timings["crop"] = _ms_since(start)
+
+        for name, model in self.models.items():
+            start = time.perf_counter()
+            if judged:
+                c = model.config
+                batch = to_model_input(crops[(c.crop_size, c.crop_margin)], c.input_size, c.mean, c.std)
+                prediction = model.predict(batch)
+                for i, r in enumerate(judged):
+                    r.answers[name] = ModelAnswer(
+                        age=float(prediction.age.mean[i]),
+                        age_low=int(prediction.age.low[i]),
+                        age_high=int(prediction.age.high[i]),
+                        p_female=float(prediction.p_female[i]),
+                    )
+            timings[f"model_{name}"] = _ms_since(start)
+        return ImageResult(size=image.size, faces=results, timings_ms=timings)
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000

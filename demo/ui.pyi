@@ -1,0 +1,149 @@
+"""The Gradio interface: a photo tab and a live webcam tab over one Predictor. Built, not launched."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from demo.draw import annotate
+from demo.images import ImageError, load_image, to_rgb
+from demo.predictor import ImageResult, Predictor
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+TABLE_HEADERS = ["face", "detection"]
+STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get a turn
+WEBCAM_SIZE = {"width": 640, "height": 480}
+
+from gradio.events import Dependency
+
+class PhotoInput(gr.Image):
+    """gr.Image that hands the raw upload path to our loader, even when PIL cannot open it.
+
+    Gradio opens uploads itself and fails with a generic error on a broken file; our loader gives
+    the user a clear message instead.
+    """
+
+    is_template = True  # Gradio's marker for a subclass that reuses its parent's front end
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            return str(payload.path) if payload is not None and payload.path else None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
+    rows = []
+    for face in result.faces:
+        row = [f"#{face.number}", f"{face.face.score:.2f}"]
+        for key in names:
+            answer = face.answers.get(key)
+            if answer is None:
+                row += ["too small", ""]
+            else:
+                row += [answer.age_text(), f"{answer.gender} ({100 * answer.gender_confidence:.0f} %)"]
+        rows.append(row)
+    return rows
+
+
+def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Image.Image, str]]:
+    items = []
+    for face in result.faces:
+        if face.crop is not None:
+            caption = f"#{face.number} · " + " · ".join(
+                f"{key.upper()}: {a.age_text()} {a.gender[0].upper()}" for key, a in face.answers.items())
+            items.append((face.crop, caption))
+    return items
+
+
+def measure_frame_latency(predictor: Predictor, keys: list[str], runs: int = 5) -> float:
+    """Median seconds for one 640x480 example frame, detection to drawing; also warms the models up."""
+    frame = load_image(EXAMPLES_DIR / "astronaut.jpg").resize((WEBCAM_SIZE["width"], WEBCAM_SIZE["height"]))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        annotate(frame, predictor.predict(frame), keys)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, sources: dict[str, str] | None = None,
+               stream_every: float | None = None) -> gr.Blocks:
+    """The app. `live_predictor` (default: `predictor`) serves webcam frames; it may use a faster detector."""
+    live_predictor = live_predictor or predictor
+    keys = list(predictor.models)
+    names = {k: m.config.name for k, m in predictor.models.items()}
+    headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
+    if stream_every is None:
+        latency = measure_frame_latency(live_predictor, keys)
+        # The browser sends a frame only after the last one is answered; asking for frames a
+        # little slower than we answer them keeps the queue from filling.
+        stream_every = round(max(0.1, 1.2 * latency), 2)
+        log.info("webcam: %.0f ms per 640x480 frame; stream interval %.2f s", latency * 1000, stream_every)
+
+    def predict_photo(path: str | None):
+        if not path:
+            raise gr.Error("Upload a photo first.")
+        try:
+            image = load_image(path)
+        except ImageError as error:
+            raise gr.Error(str(error)) from None
+        result = predictor.predict(image)
+        note = result.note or f"{len(result.faces)} face(s) found."
+        return annotate(image, result, keys), result_table(result, names), gallery_items(result, names), note
+
+    def predict_frame(frame: np.ndarray | None):
+        if frame is None:
+            return None
+        image = to_rgb(Image.fromarray(frame))
+        return np.asarray(annotate(image, live_predictor.predict(image), keys))
+
+    source_lines = [f"- **{names[k]}** ({k.upper()}): {sources[k]}" for k in keys] if sources else []
+    with gr.Blocks(title="Age and gender: from scratch vs transfer learning") as demo:
+        gr.Markdown(
+            "# Age and gender, two ways\n"
+            "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "
+            "**Model B**, an ImageNet backbone fine-tuned on the same data. Ages come with an 80 % range. "
+            "Both models were trained on UTKFace and estimate apparent age and binary gender as labelled "
+            "there: a demonstration, not a judgement about anyone."
+        )
+        if source_lines:
+            gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
+        with gr.Tab("Photo"):
+            with gr.Row():
+                photo = PhotoInput(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420)
+                annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
+            note = gr.Markdown(elem_id="note")
+            table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
+            crops = gr.Gallery(label="Face crops as the models see them", columns=8, height=200)
+            button = gr.Button("Find faces", variant="primary")
+            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
+            if examples:
+                gr.Examples(examples=examples, inputs=photo)
+            outputs = [annotated, table, crops, note]
+            button.click(predict_photo, photo, outputs, api_name="predict", concurrency_id="photo",
+                         concurrency_limit=2)
+            photo.upload(predict_photo, photo, outputs, api_name=False, concurrency_id="photo")
+        with gr.Tab("Webcam"):
+            gr.Markdown(f"Allow the camera, then press record. Frames are answered about every "
+                        f"{stream_every:.2f} s on this machine; a session stops after {STREAM_TIME_LIMIT_S} s.")
+            with gr.Row():
+                camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                                  webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
+                live = gr.Image(label="Live", format="jpeg", elem_id="live")
+            camera.stream(predict_frame, camera, live, stream_every=stream_every, time_limit=STREAM_TIME_LIMIT_S,
+                          concurrency_limit=2, concurrency_id="webcam", show_progress="hidden", api_name="stream")
+    return demo

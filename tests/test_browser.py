@@ -1,0 +1,81 @@
+"""The app in a real headless Chromium: a photo upload, and a fake camera streaming a face."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+# Without these, Chromium tries to reach Google's services and the closed network refuses it.
+QUIET_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync"]
+
+
+def write_y4m(photo: Path, path: Path, frames: int = 20, size=(640, 480)) -> Path:
+    """A photo drifting a few pixels per frame, as a 4:2:0 Y4M video: Chromium's fake camera.
+
+    The drift makes every annotated frame different, as with a real camera, so the test can
+    tell a new frame from the previous one.
+    """
+    image = Image.open(photo).convert("RGB")
+    image.thumbnail((size[0] - 80, size[1]))
+    chunks = [f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode()]
+    for i in range(frames):
+        canvas = Image.new("RGB", size, (40, 40, 40))
+        canvas.paste(image, (4 * i, (size[1] - image.height) // 2))
+        y, cb, cr = (np.asarray(c) for c in canvas.convert("YCbCr").split())
+        chroma = [np.asarray(Image.fromarray(c).resize((size[0] // 2, size[1] // 2))) for c in (cb, cr)]
+        chunks.append(b"FRAME\n" + y.tobytes() + chroma[0].tobytes() + chroma[1].tobytes())
+    path.write_bytes(b"".join(chunks))
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    video = write_y4m(ASTRONAUT, tmp_path_factory.mktemp("camera") / "face.y4m")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=QUIET_FLAGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                f"--use-file-for-fake-video-capture={video}"],
+        )
+        yield browser
+        browser.close()
+
+
+def test_upload_shows_annotated_photo_and_table(server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(server[0])
+    page.locator("input[type=file]").first.set_input_files(str(GROUP))
+    page.locator("#annotated img").first.wait_for(timeout=60_000)
+    # The table's visible text (Gradio also renders a hidden copy for sizing).
+    page.wait_for_function(f"() => document.querySelector('#faces-table').innerText.includes('#{GROUP_FACES}')",
+                           timeout=30_000)
+    text = page.locator("#faces-table").inner_text()
+    assert all(f"#{n}" in text for n in range(1, GROUP_FACES + 1)) and f"#{GROUP_FACES + 1}" not in text
+    page.wait_for_function("() => document.querySelector('#note')?.innerText.includes('face(s) found')")
+    page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
+    page.close()
+
+
+def test_webcam_stream_returns_annotated_frames(server, browser):
+    context = browser.new_context(permissions=["camera"])
+    page = context.new_page()
+    page.goto(server[0])
+    page.get_by_role("tab", name="Webcam").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("button:visible", has_text="Record").click()
+    live = page.locator("#live img")
+    live.first.wait_for(timeout=60_000)
+    first = live.first.get_attribute("src")
+    page.wait_for_function(
+        "(first) => { const img = document.querySelector('#live img'); return img && img.src !== first; }",
+        arg=first, timeout=60_000,
+    )
+    context.close()

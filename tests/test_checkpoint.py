@@ -1,0 +1,72 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from training.checkpoint import ModelConfig, ModelLoadError, build_from_config, load_model, read_config, save_model
+
+
+def _tiny(folder, architecture="scratch_cnn", **kwargs):
+    config = ModelConfig(name="tiny", architecture=architecture, input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                         crop_size=128, crop_margin=0.0, arch_kwargs={"widths": [4, 8]} if architecture == "scratch_cnn" else {},
+                         **kwargs)
+    torch.manual_seed(0)
+    model = build_from_config(config)
+    save_model(model, config, folder)
+    return model, config
+
+
+def test_round_trip_keeps_config_and_outputs(tmp_path):
+    model, config = _tiny(tmp_path, age_temperature=1.7)
+    loaded = load_model(tmp_path)
+    assert loaded.config == config
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        expected = model.eval()(x)
+        got = loaded.model(x)
+    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load_model(tmp_path)
+    _tiny(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="missing .*model.safetensors"):
+        load_model(tmp_path)
+
+
+def test_corrupt_weights_are_named(tmp_path):
+    _tiny(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="model.safetensors is not a readable safetensors file"):
+        load_model(tmp_path)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    _tiny(tmp_path / "a")
+    _tiny(tmp_path / "b", architecture="mobilenet_v2")
+    shutil.copy(tmp_path / "b" / "model.safetensors", tmp_path / "a" / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="does not match"):
+        load_model(tmp_path / "a")
+
+
+def test_config_with_unknown_or_broken_fields_is_refused(tmp_path):
+    _tiny(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**data, "surprise": 1}))
+    with pytest.raises(ModelLoadError, match="unknown keys"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not a valid model config"):
+        read_config(tmp_path)
+
+
+def test_a_pickle_beside_the_weights_is_never_read(tmp_path, monkeypatch):
+    _tiny(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle that must not be read")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    load_model(tmp_path)

@@ -1,0 +1,93 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from demo.faces import Face, align_crop, to_model_input
+from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES, HOPPER
+
+
+def test_detects_one_face_in_each_portrait(detector):
+    for path in (ASTRONAUT, HOPPER):
+        faces = detector.detect(Image.open(path).convert("RGB"))
+        assert len(faces) == 1 and faces[0].score > 0.95
+        assert len(faces[0].landmarks) == 5
+
+
+def test_detects_every_face_in_a_group_sorted_by_score(detector):
+    faces = detector.detect(Image.open(GROUP).convert("RGB"))
+    assert len(faces) == GROUP_FACES
+    scores = [f.score for f in faces]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_no_face_in_a_plain_image(detector):
+    assert detector.detect(Image.new("RGB", (320, 240), (120, 160, 200))) == []
+
+
+def test_large_photo_is_detected_downscaled_and_boxes_map_back(detector):
+    image = Image.open(ASTRONAUT).convert("RGB")
+    small_box = np.array(detector.detect(image)[0].box)
+    big = image.resize((4096, 4096), Image.Resampling.BICUBIC)  # 8x: detection runs at 1280 px
+    big_box = np.array(detector.detect(big)[0].box)
+    assert np.allclose(big_box / 8, small_box, atol=6)
+
+
+def _eye_angle(face: Face) -> float:
+    (lx, ly), (rx, ry) = face.landmarks[:2]
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def test_align_crop_levels_the_eyes(detector):
+    tilted = Image.open(HOPPER).convert("RGB").rotate(20, resample=Image.Resampling.BICUBIC, expand=True)
+    face = detector.detect(tilted)[0]
+    assert abs(_eye_angle(face)) > 15
+    crop = align_crop(tilted, face)
+    assert crop.size == (128, 128)
+    again = detector.detect(crop.resize((256, 256)))[0]
+    assert abs(_eye_angle(again)) < 4
+
+
+def test_align_crop_without_landmarks_uses_the_box():
+    image = Image.new("RGB", (200, 200), (0, 0, 0))
+    image.paste((255, 255, 255), (50, 50, 150, 150))
+    crop = align_crop(image, Face(box=(50, 50, 150, 150), score=1.0, landmarks=None), size=100, margin=0.0)
+    array = np.asarray(crop)
+    assert array[5:95, 5:95].min() > 200  # the box fills the crop
+
+
+def test_to_model_input_by_hand():
+    grey = Image.new("RGB", (128, 128), (51, 102, 204))  # 0.2, 0.4, 0.8 after /255
+    batch = to_model_input([grey, np.asarray(grey)], 64, mean=(0.2, 0.4, 0.5), std=(0.1, 0.2, 0.3))
+    assert batch.shape == (2, 3, 64, 64)
+    assert torch.allclose(batch[:, 0], torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(batch[:, 1], torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(batch[:, 2], torch.tensor(1.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_training_and_serving_feed_identical_tensors(tiny_pack, detector, size):
+    """The dataset (no augmentation) and the predictor's path give the same tensor for a crop."""
+    from training.dataset import FaceDataset, FacePack
+
+    pack = FacePack(tiny_pack)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ds = FaceDataset(pack, pack.indices("train"), size, mean, std)
+    x, *_ = ds[0]
+    served = to_model_input([pack.image(int(pack.indices("train")[0]))], size, mean, std)[0]
+    assert torch.equal(x, served)
+
+
+def test_prepare_crops_chips_with_the_serving_crop(detector, utk_folder):
+    """A chip's training crop is align_crop of the detected face, as the app would crop it."""
+    from PIL import ImageOps
+
+    from training.prepare import CHIP_PAD, crop_chip
+
+    chip = Image.open(next(utk_folder.glob("20_*"))).convert("RGB")
+    (crop, detected), = crop_chip(detector, [chip])
+    padded = ImageOps.expand(chip, round(CHIP_PAD * 200))
+    expected = align_crop(padded, detector.detect(padded)[0])
+    assert detected and np.array_equal(np.asarray(crop), np.asarray(expected))

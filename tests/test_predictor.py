@@ -1,0 +1,58 @@
+"""The pipeline with the shipped weights and real MTCNN on real photos."""
+
+from PIL import Image
+
+from demo.draw import annotate, face_label
+from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES, HOPPER
+
+
+def test_one_face_gets_both_models_answers(predictor):
+    result = predictor.predict(Image.open(ASTRONAUT).convert("RGB"))
+    assert len(result.faces) == 1 and result.note is None
+    face = result.faces[0]
+    assert face.number == 1 and face.crop.size == (128, 128)
+    for key in ("a", "b"):
+        answer = face.answers[key]
+        assert 1 <= answer.age_low <= answer.age <= answer.age_high + 1 <= 117
+        assert 0.0 <= answer.p_female <= 1.0
+    assert set(result.timings_ms) == {"detect", "crop", "model_a", "model_b"}
+
+
+def test_shipped_models_get_the_example_portraits_right(predictor):
+    """Both portraits are of women in their late 30s (Collins) and 70s (Hopper)."""
+    for path, low, high in ((ASTRONAUT, 20, 60), (HOPPER, 50, 95)):
+        face = predictor.predict(Image.open(path).convert("RGB")).faces[0]
+        b = face.answers["b"]
+        assert b.gender == "female", (path.name, b)
+        assert low <= b.age <= high, (path.name, b)
+
+
+def test_group_photo_faces_are_numbered_by_score(predictor):
+    result = predictor.predict(Image.open(GROUP).convert("RGB"))
+    assert [f.number for f in result.faces] == list(range(1, GROUP_FACES + 1))
+    assert all(f.answers.keys() == {"a", "b"} for f in result.faces)
+
+
+def test_no_face_gives_a_note_not_an_empty_result(predictor):
+    result = predictor.predict(Image.new("RGB", (640, 480), (90, 120, 90)))
+    assert result.faces == [] and "No face found" in result.note
+
+
+def test_tiny_faces_are_boxed_but_not_judged(predictor):
+    photo = Image.open(GROUP).convert("RGB")
+    small = photo.resize((photo.width // 5, photo.height // 5))
+    canvas = Image.new("RGB", (1280, 960), (200, 200, 200))
+    canvas.paste(small, (0, 0))
+    result = predictor.predict(canvas)
+    too_small = [f for f in result.faces if not f.judged]
+    assert too_small and all(f.answers == {} for f in too_small)
+    assert "too small" in result.note and face_label(too_small[0], ["a", "b"]).endswith("too small")
+
+
+def test_drawing_boxes_and_labels(predictor):
+    photo = Image.open(GROUP).convert("RGB")
+    result = predictor.predict(photo)
+    drawn = annotate(photo, result, ["a", "b"])
+    assert drawn.size == photo.size and drawn.tobytes() != photo.tobytes()
+    label = face_label(result.faces[0], ["a", "b"])
+    assert label.startswith("#1 A: ") and " B: " in label

@@ -1,0 +1,105 @@
+"""Choose Model B's backbone: accuracy with frozen ImageNet features vs CPU time per face.
+
+    python -m training.compare_backbones --data data/utkface --weights-dir ../shared/weights
+
+For each backbone and input size, the pooled features of N training and M validation faces are
+computed once (frozen, no augmentation); the two heads are trained on them, and validation MAE
+and gender accuracy are reported beside the backbone's CPU time for one face. This is a cheap
+probe of how much each backbone's features know about age and gender before fine-tuning, run on
+the validation split only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from training.dataset import FaceDataset, FacePack
+from training.heads import AgeGenderHeads, decode_age
+from training.losses import LossWeights, multitask_loss
+from training.models import NORMALISATION, PRETRAINED_FILES, build_model, load_pretrained_backbone
+
+
+@torch.inference_mode()
+def features(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    feats, ages, genders = [], [], []
+    for x, age, gender, _ in loader:
+        feats.append(model.pool(model.backbone(x)).flatten(1))
+        ages.append(age)
+        genders.append(gender)
+    return torch.cat(feats), torch.cat(ages), torch.cat(genders)
+
+
+def cpu_ms(model, size: int, runs: int = 20) -> float:
+    x = torch.randn(1, 3, size, size)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 3):
+            start = time.perf_counter()
+            model(x)
+            if i >= 3:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def probe(train, val, epochs: int = 60, seed: int = 0) -> tuple[float, float]:
+    torch.manual_seed(seed)
+    heads = AgeGenderHeads(train[0].shape[1], 116)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(epochs):
+        heads.train()
+        for idx in torch.randperm(len(train[0])).split(128):
+            age_logits, gender_logit = heads(train[0][idx])
+            loss, _ = multitask_loss(age_logits, gender_logit, train[1][idx], train[2][idx], 1, LossWeights())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    heads.eval()
+    with torch.inference_mode():
+        age_logits, gender_logit = heads(val[0])
+    mae = (decode_age(age_logits, 1).mean - val[1]).abs().mean().item()
+    acc = ((gender_logit > 0) == (val[2] == 1)).float().mean().item()
+    return mae, acc
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--weights-dir", type=Path, required=True, help="folder with the ImageNet files")
+    parser.add_argument("--train", type=int, default=3000, help="training faces for the probe")
+    parser.add_argument("--val", type=int, default=1000, help="validation faces for the probe")
+    parser.add_argument("--sizes", default="112,128")
+    parser.add_argument("--out", type=Path, default=Path("reports/backbones.json"))
+    args = parser.parse_args(argv)
+    pack = FacePack(args.data)
+    rows = []
+    for arch, file in PRETRAINED_FILES.items():
+        model = build_model(arch, 116)
+        load_pretrained_backbone(model, arch, args.weights_dir / file)
+        model.eval()
+        mean, std = NORMALISATION[arch]
+        for size in (int(s) for s in args.sizes.split(",")):
+            loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n), size, mean, std), batch_size=128)
+                       for split, n in (("train", args.train), ("val", args.val))]
+            mae, acc = probe(features(model, loaders[0]), features(model, loaders[1]))
+            row = {"backbone": arch, "input_size": size, "val_mae": round(mae, 2), "val_gender_acc": round(acc, 4),
+                   "cpu_ms_per_face": round(cpu_ms(model, size), 1), "threads": torch.get_num_threads()}  # noqa: E501
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    print("| backbone | input | probe val MAE | probe val gender acc. | CPU ms/face |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['input_size']} | {r['val_mae']:.2f} | {100 * r['val_gender_acc']:.1f} % | "
+              f"{r['cpu_ms_per_face']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Publish a trained model folder to the Hugging Face Hub with a model card of its measured metrics.
+
+    python -m training.push runs/model_b --repo-id USER/age-gender-model-b [--metrics reports/test/metrics.json]
+    python -m training.push runs/model_b --repo-id USER/age-gender-model-b --dry-run --stage out/
+
+Uploads model.safetensors, config.json, train_config.json, history.csv, val_metrics.json, the
+test metrics and a README.md model card. --dry-run (with --stage) writes exactly those files to a
+folder instead, so what would be uploaded can be read without a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import EvalResult
+
+from training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+
+UPLOADED = (WEIGHTS_NAME, CONFIG_NAME, "train_config.json", "history.csv", "val_metrics.json")
+DATASET = "UTKFace"
+
+
+def model_metrics(metrics_path: Path | None, architecture: str) -> dict | None:
+    """The entry for this model in a metrics.json written by training.evaluate."""
+    if metrics_path is None or not metrics_path.is_file():
+        return None
+    for entry in json.loads(metrics_path.read_text()):
+        if entry["architecture"] == architecture:
+            return entry
+    return None
+
+
+def build_card(folder: Path, metrics: dict | None, repo_id: str) -> ModelCard:
+    config = read_config(folder)
+    eval_results = []
+    if metrics:
+        overall = metrics["overall"]
+        for metric_type, name, value in (
+            ("mae", "Age MAE (years)", overall["age_mae"]),
+            ("cs5", "Age CS@5", overall["age_cs5"]),
+            ("coverage", "80% age range coverage", overall["age_range_coverage"]),
+            ("accuracy", "Gender accuracy", overall["gender_accuracy"]),
+            ("ece", "Gender expected calibration error", overall["gender_ece"]),
+        ):
+            eval_results.append(EvalResult(
+                task_type="image-classification", dataset_type="utkface", dataset_name=f"{DATASET} ({metrics['split']} split)",
+                metric_type=metric_type, metric_name=name, metric_value=round(float(value), 4),
+            ))
+    data = ModelCardData(
+        library_name="pytorch", license="other", license_name="utkface-non-commercial",
+        tags=["age-estimation", "gender-classification", "face", "safetensors"],
+        datasets=["UTKFace"], model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
+    )
+    text = f"---\n{data.to_yaml()}\n---\n\n" + _card_body(config, metrics, repo_id)
+    return ModelCard(text)
+
+
+def _card_body(config, metrics: dict | None, repo_id: str) -> str:
+    lines = [
+        f"# {config.name}", "",
+        f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
+        f"input {config.input_size}x{config.input_size} px from a {config.crop_size} px face crop aligned with MTCNN "
+        "landmarks. The age head gives a distribution over years: the app shows its mean and its 80 % range; "
+        "the gender head gives P(female).", "",
+        "## Use", "",
+        "```python",
+        "from huggingface_hub import snapshot_download",
+        "from training.checkpoint import load_model  # from this model's GitHub project",
+        f"model = load_model(snapshot_download('{repo_id}'))",
+        "```", "",
+        "Preprocessing (crop, resize, normalisation) is described by `config.json`; `demo.faces` implements it.", "",
+    ]
+    if metrics:
+        o = metrics["overall"]
+        lines += [
+            f"## Results on the UTKFace {metrics['split']} split ({o['n']} faces)", "",
+            "| age MAE | CS@5 | 80 % range coverage | gender accuracy | gender ECE | CPU ms/face |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {o['age_mae']:.2f} | {100 * o['age_cs5']:.1f} % | {100 * o['age_range_coverage']:.1f} % | "
+            f"{100 * o['gender_accuracy']:.2f} % | {o['gender_ece']:.3f} | {metrics['cpu_ms_per_face']:.1f} |", "",
+        ]
+        for key, title in (("by_age_band", "By age band"), ("by_ethnicity", "By ethnicity")):
+            lines += [f"### {title}", "", "| group | n | age MAE | range coverage | gender accuracy |",
+                      "| --- | --- | --- | --- | --- |"]
+            for group, g in metrics[key].items():
+                lines.append(f"| {group} | {g['n']} | {g['age_mae']:.2f} | {100 * g['age_range_coverage']:.0f} % | "
+                             f"{100 * g['gender_accuracy']:.1f} % |")
+            lines.append("")
+    else:
+        lines += ["## Results", "", "Not evaluated yet: run `python -m training.evaluate` and push with --metrics.", ""]
+    lines += [
+        "## Training data and licence", "",
+        "Trained on UTKFace (aligned and cropped faces, about 20,000 images, ages 1-116, labelled with age, "
+        "binary gender and one of five ethnicity groups). UTKFace is available for non-commercial research and "
+        "education only, and so are these weights.", "",
+        "## Intended use and limits", "",
+        "- For demonstrations, teaching and research on age and gender estimation; not for decisions about people "
+        "(identity, access, eligibility, law enforcement or anything with legal or similar effect).",
+        "- Apparent age and binary gender as labelled in UTKFace: the model says what a face looks like to the "
+        "annotators, not a person's age or gender identity.",
+        "- UTKFace is mostly frontal, well lit and skewed towards White adults and young children; accuracy is "
+        "lower for the groups with fewer images (see the breakdown above) and for profiles, occlusions, blur, "
+        "make-up and heavy filters.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def stage_files(folder: Path, metrics_path: Path | None, card: ModelCard, stage: Path) -> list[Path]:
+    stage.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for name in UPLOADED:
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, stage / name)
+            staged.append(stage / name)
+    if metrics_path and metrics_path.is_file():
+        shutil.copy2(metrics_path, stage / "test_metrics.json")
+        staged.append(stage / "test_metrics.json")
+    card.save(stage / "README.md")
+    staged.append(stage / "README.md")
+    return staged
+
+
+def push(folder: Path, repo_id: str, metrics_path: Path | None = None, private: bool = False,
+         stage: Path | None = None, dry_run: bool = False) -> list[Path]:
+    config = read_config(folder)
+    metrics = model_metrics(metrics_path, config.architecture)
+    card = build_card(folder, metrics, repo_id)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = stage_files(folder, metrics_path, card, stage or Path(tmp))
+        if not dry_run:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            api.upload_folder(folder_path=str(staged[0].parent), repo_id=repo_id, repo_type="model",
+                              commit_message=f"Upload {config.name}")
+        return staged
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="run folder or model folder")
+    parser.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
+    parser.add_argument("--metrics", type=Path, help="metrics.json from training.evaluate (test split)")
+    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--dry-run", action="store_true", help="upload nothing; write the files to --stage")
+    parser.add_argument("--stage", type=Path, help="folder to write the files to (kept)")
+    args = parser.parse_args(argv)
+    if args.dry_run and not args.stage:
+        parser.error("--dry-run needs --stage FOLDER")
+    if not (args.folder / WEIGHTS_NAME).is_file():
+        raise SystemExit(f"{args.folder / WEIGHTS_NAME} not found")
+    staged = push(args.folder, args.repo_id, args.metrics, args.private, args.stage, args.dry_run)
+    verb = "staged (not uploaded)" if args.dry_run else f"uploaded to https://huggingface.co/{args.repo_id}"
+    print(f"{len(staged)} files {verb}: " + ", ".join(p.name for p in staged))
+
+
+if __name__ == "__main__":
+    main()
