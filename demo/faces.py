@@ -7,8 +7,8 @@ The crop is then turned into a tensor by `to_model_input`, also shared.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -174,7 +174,7 @@ def to_model_input(
     tensors = [_as_uint8_chw(c) for c in crops]
     batch = torch.stack(tensors).float().div_(255.0)
     if batch.shape[-1] != input_size or batch.shape[-2] != input_size:
-        batch = F.interpolate(batch, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
+        batch = F.interpolate(batch, size=(input_size, input_size), mode="bilinear", antialias=True)
     mean_t = torch.tensor(mean, dtype=batch.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=batch.dtype).view(1, 3, 1, 1)
     return (batch - mean_t) / std_t

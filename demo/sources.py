@@ -69,7 +69,8 @@ def resolve(spec: ModelSpec, offline: bool = False) -> ResolvedModel:
             log.warning("model %s: could not get %s@%s from the Hub (%s); using %s",
                         spec.key, spec.repo_id, spec.revision, error, spec.local_dir)
     if not (spec.local_dir / WEIGHTS_NAME).is_file():
-        raise ModelLoadError(f"model {spec.key.upper()}: {reason}, and no local copy at {spec.local_dir / WEIGHTS_NAME}")
+        missing = spec.local_dir / WEIGHTS_NAME
+        raise ModelLoadError(f"model {spec.key.upper()}: {reason}, and no local copy at {missing}")
     return ResolvedModel(spec.key, spec.local_dir, f"local {_short(spec.local_dir)} ({reason})")
 
 

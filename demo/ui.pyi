@@ -22,7 +22,6 @@ TABLE_HEADERS = ["face", "detection"]
 STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get a turn
 WEBCAM_SIZE = {"width": 640, "height": 480}
 
-from gradio.events import Dependency
 
 class PhotoInput(gr.Image):
     """gr.Image that hands the raw upload path to our loader, even when PIL cannot open it.
@@ -38,7 +37,9 @@ class PhotoInput(gr.Image):
             return super().preprocess(payload)
         except Exception:
             return str(payload.path) if payload is not None and payload.path else None
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

@@ -8,9 +8,9 @@ from training.checkpoint import ModelConfig, ModelLoadError, build_from_config, 
 
 
 def _tiny(folder, architecture="scratch_cnn", **kwargs):
+    arch_kwargs = {"widths": [4, 8]} if architecture == "scratch_cnn" else {}
     config = ModelConfig(name="tiny", architecture=architecture, input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
-                         crop_size=128, crop_margin=0.0, arch_kwargs={"widths": [4, 8]} if architecture == "scratch_cnn" else {},
-                         **kwargs)
+                         crop_size=128, crop_margin=0.0, arch_kwargs=arch_kwargs, **kwargs)
     torch.manual_seed(0)
     model = build_from_config(config)
     save_model(model, config, folder)

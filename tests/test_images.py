@@ -52,7 +52,7 @@ def test_transparent_png_is_put_on_white(tmp_path):
 
 
 def test_sixteen_bit_png(tmp_path):
-    deep = Image.fromarray((np.arange(100, dtype=np.uint16).reshape(10, 10) * 600))
+    deep = Image.fromarray(np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
     assert load_image(_save(tmp_path, "deep.png", deep)).mode == "RGB"
 
 

@@ -78,14 +78,15 @@ def test_single_task_run_records_its_task(tiny_pack, tmp_path):
 
 @pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="needs ../shared/weights")
 def test_model_b_two_stages(tiny_pack, tmp_path):
+    imagenet_file = SHARED_WEIGHTS / "mobilenet_v2-b0353104.pth"
     cfg = _config(tiny_pack, tmp_path / "b", model="b", architecture="mobilenet_v2", input_size=64, epochs=2,
-                  stage1_epochs=1, finetune_stages=2, backbone_weights=str(SHARED_WEIGHTS / "mobilenet_v2-b0353104.pth"))
+                  stage1_epochs=1, finetune_stages=2, backbone_weights=str(imagenet_file))
     run = train(cfg)
     stages = [line.split(",")[1] for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert stages == ["1", "2"]
     # Stage 1 leaves the backbone as loaded from ImageNet; only the top stages move in stage 2.
     weights = load_file(run / "model.safetensors")
-    imagenet = torch.load(SHARED_WEIGHTS / "mobilenet_v2-b0353104.pth", weights_only=True)
+    imagenet = torch.load(imagenet_file, weights_only=True)
     assert torch.equal(weights["backbone.0.0.weight"], imagenet["features.0.0.weight"])
 
 

@@ -212,7 +212,7 @@ def write_report(results: list[tuple[dict, Outputs, LoadedModel]], folders: list
     lines += ["## Summary", "", _table(["model", *METRIC_HEADER, "CPU ms/face", "parameters", "weights MB"], rows), "",
               f"CPU time: one face, batch of one, median of 30 runs, {results[0][0]['cpu_threads']} threads.", ""]
     lines += ["## Learning curves", ""]
-    for (metrics, _, loaded), folder in zip(results, folders):
+    for (_, _, loaded), folder in zip(results, folders):
         history = _history(folder)
         if history:
             name = f"curves_{loaded.config.architecture}.png"

@@ -1,6 +1,6 @@
 """Publish a trained model folder to the Hugging Face Hub with a model card of its measured metrics.
 
-    python -m training.push runs/model_b --repo-id USER/age-gender-model-b [--metrics reports/test/metrics.json]
+    python -m training.push runs/model_b --repo-id USER/age-gender-model-b --metrics reports/test/metrics.json --tag v1
     python -m training.push runs/model_b --repo-id USER/age-gender-model-b --dry-run --stage out/
 
 Uploads model.safetensors, config.json, train_config.json, history.csv, val_metrics.json, the
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
@@ -47,8 +48,9 @@ def build_card(folder: Path, metrics: dict | None, repo_id: str) -> ModelCard:
             ("ece", "Gender expected calibration error", overall["gender_ece"]),
         ):
             eval_results.append(EvalResult(
-                task_type="image-classification", dataset_type="utkface", dataset_name=f"{DATASET} ({metrics['split']} split)",
-                metric_type=metric_type, metric_name=name, metric_value=round(float(value), 4),
+                task_type="image-classification", dataset_type="utkface",
+                dataset_name=f"{DATASET} ({metrics['split']} split)", metric_type=metric_type, metric_name=name,
+                metric_value=round(float(value), 4),
             ))
     data = ModelCardData(
         library_name="pytorch", license="other", license_name="utkface-non-commercial",
@@ -111,10 +113,12 @@ def _card_body(config, metrics: dict | None, repo_id: str) -> str:
 
 def stage_files(folder: Path, metrics_path: Path | None, card: ModelCard, stage: Path) -> list[Path]:
     stage.mkdir(parents=True, exist_ok=True)
+    same = stage.resolve() == folder.resolve()  # staging in place: writes only the card
     staged = []
     for name in UPLOADED:
         if (folder / name).is_file():
-            shutil.copy2(folder / name, stage / name)
+            if not same:
+                shutil.copy2(folder / name, stage / name)
             staged.append(stage / name)
     if metrics_path and metrics_path.is_file():
         shutil.copy2(metrics_path, stage / "test_metrics.json")
@@ -125,21 +129,25 @@ def stage_files(folder: Path, metrics_path: Path | None, card: ModelCard, stage:
 
 
 def push(folder: Path, repo_id: str, metrics_path: Path | None = None, private: bool = False,
-         stage: Path | None = None, dry_run: bool = False) -> list[Path]:
+         stage: Path | None = None, dry_run: bool = False, tag: str | None = None) -> list[Path]:
+    """Stage the files and card, then (unless dry_run) upload them and tag the commit.
+
+    The app loads a pinned revision (demo.sources.HUB_REVISION), so tag what it should serve.
+    """
     config = read_config(folder)
     metrics = model_metrics(metrics_path, config.architecture)
     card = build_card(folder, metrics, repo_id)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         staged = stage_files(folder, metrics_path, card, stage or Path(tmp))
         if not dry_run:
-            from huggingface_hub import HfApi
+            import huggingface_hub
 
-            api = HfApi()
+            api = huggingface_hub.HfApi()
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
             api.upload_folder(folder_path=str(staged[0].parent), repo_id=repo_id, repo_type="model",
                               commit_message=f"Upload {config.name}")
+            if tag:
+                api.create_tag(repo_id, tag=tag, repo_type="model", exist_ok=True)
         return staged
 
 
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
     parser.add_argument("--metrics", type=Path, help="metrics.json from training.evaluate (test split)")
     parser.add_argument("--private", action="store_true")
+    parser.add_argument("--tag", help="tag the upload, e.g. v1 (the revision the app pins)")
     parser.add_argument("--dry-run", action="store_true", help="upload nothing; write the files to --stage")
     parser.add_argument("--stage", type=Path, help="folder to write the files to (kept)")
     args = parser.parse_args(argv)
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--dry-run needs --stage FOLDER")
     if not (args.folder / WEIGHTS_NAME).is_file():
         raise SystemExit(f"{args.folder / WEIGHTS_NAME} not found")
-    staged = push(args.folder, args.repo_id, args.metrics, args.private, args.stage, args.dry_run)
+    staged = push(args.folder, args.repo_id, args.metrics, args.private, args.stage, args.dry_run, args.tag)
     verb = "staged (not uploaded)" if args.dry_run else f"uploaded to https://huggingface.co/{args.repo_id}"
     print(f"{len(staged)} files {verb}: " + ", ".join(p.name for p in staged))
 

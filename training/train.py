@@ -126,10 +126,11 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, stage: int, steps_p
     """AdamW with linear warm-up then cosine decay over the stage's steps."""
     if cfg.model == "b":
         model.set_trainable_stages(0 if stage == 1 else cfg.finetune_stages)
-    groups = [{"params": [p for p in model.heads.parameters()], "lr": cfg.lr}]
-    if cfg.model == "a":
-        groups[0]["params"] = [p for n, p in model.named_parameters() if not n.startswith("heads.")] + groups[0]["params"]
-    elif stage == 2:
+    if cfg.model == "a":  # one group: the whole network trains from the start
+        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    else:
+        groups = [{"params": list(model.heads.parameters()), "lr": cfg.lr}]
+    if cfg.model == "b" and stage == 2:
         groups.append({"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": cfg.finetune_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     if cfg.model == "b":
@@ -297,7 +298,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--data", default=d.data, help="folder written by training.prepare")
     p.add_argument("--out", help="run folder (default runs/model_a or runs/model_b)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
-    p.add_argument("--architecture", default="", help="scratch_cnn, mobilenet_v2, efficientnet_lite0, efficientnet_lite2")
+    p.add_argument("--architecture", default="", help="scratch_cnn, mobilenet_v2, efficientnet_lite0 or _lite2")
     p.add_argument("--input-size", type=int, default=0, help="model input side in pixels (crops are 128)")
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="Model A trunk widths, comma-separated")
     p.add_argument("--backbone-weights", help="local ImageNet weights file for Model B (else downloaded)")
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_dir = train(cfg, resume=resume)
     except KeyboardInterrupt:
-        raise SystemExit(f"interrupted; the last finished epoch is saved: add --resume to continue {cfg.out}")
+        raise SystemExit(f"interrupted; the last finished epoch is saved: add --resume to continue {cfg.out}") from None
     print(f"model written to {run_dir}")
 
 

@@ -1,0 +1,85 @@
+"""Evaluation report and Hub push of a tiny trained run; nothing leaves the machine."""
+
+import json
+import re
+
+import pytest
+from huggingface_hub import ModelCard
+
+from training import evaluate, push
+from training.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_pack, tmp_path_factory):
+    cfg = TrainConfig(model="a", data=str(tiny_pack), out=str(tmp_path_factory.mktemp("run")), input_size=48,
+                      widths=(8, 16), epochs=2, batch_size=4, num_workers=0, device="cpu")
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tiny_pack, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    evaluate.main([str(run_dir), str(run_dir), "--data", str(tiny_pack), "--split", "test", "--out", str(out)])
+    return out
+
+
+def test_metrics_json(report):
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert len(metrics) == 2
+    m = metrics[0]
+    for key in ("age_mae", "age_cs5", "age_range_coverage", "gender_accuracy", "gender_ece"):
+        assert key in m["overall"]
+    assert 0 <= m["overall"]["age_cs5"] <= 1 and m["cpu_ms_per_face"] > 0
+    assert set(m["by_age_band"]) <= {evaluate.band_name(b) for b in evaluate.AGE_BANDS}
+    assert sum(g["n"] for g in m["by_ethnicity"].values()) == m["overall"]["n"]
+
+
+def test_report_links_figures_that_exist(report):
+    text = (report / "report.md").read_text()
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert {"age_scatter.png", "age_error_by_band.png", "gender.png"} <= set(figures)
+    assert any(f.startswith("curves_") for f in figures)
+    for name in figures:
+        assert (report / name).stat().st_size > 5000  # a real PNG, not an empty file
+    assert "## By ethnicity" in text and "## By age band" in text
+
+
+def test_dry_run_stages_exactly_what_would_be_uploaded(run_dir, report, tmp_path):
+    stage = tmp_path / "stage"
+    push.main([str(run_dir), "--repo-id", "someone/model-a", "--metrics", str(report / "metrics.json"),
+               "--dry-run", "--stage", str(stage)])
+    names = sorted(p.name for p in stage.iterdir())
+    assert names == sorted(["README.md", "config.json", "history.csv", "model.safetensors", "test_metrics.json",
+                            "train_config.json", "val_metrics.json"])
+    assert (stage / "model.safetensors").read_bytes() == (run_dir / "model.safetensors").read_bytes()
+    card = ModelCard.load(stage / "README.md")
+    results = card.data.eval_results
+    overall = json.loads((report / "metrics.json").read_text())[0]["overall"]
+    mae = next(r for r in results if r.metric_type == "mae")
+    assert mae.metric_value == pytest.approx(overall["age_mae"], abs=1e-4)
+    assert card.data.license == "other" and "UTKFace" in card.data.datasets
+    assert "non-commercial" in card.text and "Intended use and limits" in card.text
+    assert "### By ethnicity" in card.text
+
+
+def test_upload_calls_the_hub_client_with_the_staged_folder(run_dir, monkeypatch):
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            from pathlib import Path
+
+            calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+        def create_tag(self, repo_id, tag, **kwargs):
+            calls.append(("create_tag", repo_id, tag))
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    push.push(run_dir, "someone/model-a", tag="v1")
+    assert calls[0][:2] == ("create_repo", "someone/model-a")
+    assert calls[1][0] == "upload_folder" and "model.safetensors" in calls[1][2] and "README.md" in calls[1][2]
+    assert calls[2] == ("create_tag", "someone/model-a", "v1")
