@@ -14,12 +14,9 @@ def face_label(result_face, model_keys: list[str]) -> str:
     """'#2 A: 31 F  B: 34 F', or '#2 too small'."""
     if not result_face.judged:
         return f"#{result_face.number} too small"
-    parts = [f"#{result_face.number}"]
-    for key in model_keys:
-        answer = result_face.answers.get(key)
-        if answer:
-            parts.append(f"{key.upper()}: {round(answer.age)} {answer.gender[0].upper()}")
-    return "  ".join(parts)
+    answers = [f"{key.upper()}: {round(a.age)} {a.gender[0].upper()}"
+               for key in model_keys if (a := result_face.answers.get(key))]
+    return f"#{result_face.number} " + "  ".join(answers)
 
 
 def annotate(image: Image.Image, result: ImageResult, model_keys: list[str]) -> Image.Image:

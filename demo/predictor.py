@@ -60,7 +60,8 @@ class ImageResult:
         if small == len(self.faces):
             return f"Found {small} face(s), all smaller than {MIN_JUDGE_SIZE} px: too small to judge age or gender."
         if small:
-            return f"{small} of {len(self.faces)} faces are smaller than {MIN_JUDGE_SIZE} px and were not judged."
+            return (f"{small} of {len(self.faces)} faces are too small to judge (under {MIN_JUDGE_SIZE} px) "
+                    "and are boxed in grey.")
         return None
 
 

@@ -23,20 +23,23 @@ STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get
 WEBCAM_SIZE = {"width": 640, "height": 480}
 
 
-class PhotoInput(gr.Image):
-    """gr.Image that hands the raw upload path to our loader, even when PIL cannot open it.
+def accept_broken_uploads(component: gr.Image) -> gr.Image:
+    """Let an upload that PIL cannot open reach our loader as a path, instead of failing inside Gradio.
 
-    Gradio opens uploads itself and fails with a generic error on a broken file; our loader gives
-    the user a clear message instead.
+    Gradio opens uploads itself and fails on a broken file with a generic error; `load_image` gives
+    the user a clear message. (Wrapping the instance: a gr.Image subclass would make Gradio write a
+    .pyi stub next to this file at import time.)
     """
+    default = component.preprocess
 
-    is_template = True  # Gradio's marker for a subclass that reuses its parent's front end
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return default(payload)
         except Exception:
             return str(payload.path) if payload is not None and payload.path else None
+
+    component.preprocess = preprocess
+    return component
 
 
 def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
@@ -118,7 +121,8 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
         with gr.Tab("Photo"):
             with gr.Row():
-                photo = PhotoInput(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420)
+                photo = accept_broken_uploads(
+                    gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
                 annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
             note = gr.Markdown(elem_id="note")
             table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
