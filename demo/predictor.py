@@ -84,17 +84,16 @@ class Predictor:
         timings["detect"] = _ms_since(start)
 
         start = time.perf_counter()
-        results = []
-        crops: dict[tuple[int, float], list[Image.Image]] = {}
-        for number, face in enumerate(faces, start=1):
-            results.append(FaceResult(number=number, face=face, crop=None))
+        results = [FaceResult(number=n, face=face, crop=None) for n, face in enumerate(faces, start=1)]
         judged = [r for r in results if r.face.size >= self.min_judge_size]
+        # One set of crops per crop geometry in use (both shipped models share one).
+        crops: dict[tuple[int, float], list[Image.Image]] = {}
         for model in self.models.values():
-            key = (model.config.crop_size, model.config.crop_margin)
-            if key not in crops:
-                crops[key] = [align_crop(image, r.face, *key) for r in judged]
-        for i, r in enumerate(judged):
-            r.crop = next(iter(crops.values()))[i]
+            geometry = (model.config.crop_size, model.config.crop_margin)
+            if geometry not in crops:
+                crops[geometry] = [align_crop(image, r.face, *geometry) for r in judged]
+        for r, crop in zip(judged, next(iter(crops.values()))):
+            r.crop = crop  # shown to the user: what the (first) model saw
         timings["crop"] = _ms_since(start)
 
         for name, model in self.models.items():
