@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=1000, help="validation faces for the probe")
     parser.add_argument("--sizes", default="112,128")
     parser.add_argument("--out", type=Path, default=Path("reports/backbones.json"))
+    parser.add_argument("--latency-only", action="store_true", help="time the backbones, skip the probe")
     args = parser.parse_args(argv)
     pack = FacePack(args.data)
     rows = []
@@ -85,9 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         model.eval()
         mean, std = NORMALISATION[arch]
         for size in (int(s) for s in args.sizes.split(",")):
-            loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n), size, mean, std), batch_size=128)
-                       for split, n in (("train", args.train), ("val", args.val))]
-            mae, acc = probe(features(model, loaders[0]), features(model, loaders[1]))
+            mae = acc = float("nan")
+            if not args.latency_only:
+                loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n), size, mean, std), batch_size=128)
+                           for split, n in (("train", args.train), ("val", args.val))]
+                mae, acc = probe(features(model, loaders[0]), features(model, loaders[1]))
             row = {"backbone": arch, "input_size": size, "val_mae": round(mae, 2), "val_gender_acc": round(acc, 4),
                    "cpu_ms_per_face": round(cpu_ms(model, size), 1), "threads": torch.get_num_threads()}  # noqa: E501
             rows.append(row)

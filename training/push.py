@@ -11,6 +11,7 @@ folder instead, so what would be uploaded can be read without a network.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import tempfile
@@ -57,11 +58,26 @@ def build_card(folder: Path, metrics: dict | None, repo_id: str) -> ModelCard:
         tags=["age-estimation", "gender-classification", "face", "safetensors"],
         datasets=["UTKFace"], model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
-    text = f"---\n{data.to_yaml()}\n---\n\n" + _card_body(config, metrics, repo_id)
+    text = f"---\n{data.to_yaml()}\n---\n\n" + _card_body(config, metrics, repo_id, _training_summary(folder))
     return ModelCard(text)
 
 
-def _card_body(config, metrics: dict | None, repo_id: str) -> str:
+def _training_summary(folder: Path) -> str | None:
+    """One sentence on how the run went, from train_config.json and history.csv."""
+    config_path, history_path = folder / "train_config.json", folder / "history.csv"
+    if not (config_path.is_file() and history_path.is_file()):
+        return None
+    cfg = json.loads(config_path.read_text())
+    with history_path.open() as f:
+        rows = list(csv.DictReader(f))
+    minutes = sum(float(r["seconds"]) for r in rows) / 60
+    rate = sum(float(r["images_per_s"]) for r in rows) / len(rows)
+    return (f"Trained for {len(rows)} epochs (batch {cfg['batch_size']}, input {cfg['input_size']} px, device "
+            f"`{cfg['device']}`) in {minutes:.0f} minutes of training steps, {rate:.0f} images/s on average; "
+            "settings in `train_config.json`, per-epoch log in `history.csv`.")
+
+
+def _card_body(config, metrics: dict | None, repo_id: str, training: str | None = None) -> str:
     lines = [
         f"# {config.name}", "",
         f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
@@ -94,6 +110,8 @@ def _card_body(config, metrics: dict | None, repo_id: str) -> str:
             lines.append("")
     else:
         lines += ["## Results", "", "Not evaluated yet: run `python -m training.evaluate` and push with --metrics.", ""]
+    if training:
+        lines += ["## Training", "", training, ""]
     lines += [
         "## Training data and licence", "",
         "Trained on UTKFace (aligned and cropped faces, about 20,000 images, ages 1-116, labelled with age, "
@@ -111,7 +129,7 @@ def _card_body(config, metrics: dict | None, repo_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_files(folder: Path, metrics_path: Path | None, card: ModelCard, stage: Path) -> list[Path]:
+def stage_files(folder: Path, metrics: dict | None, card: ModelCard, stage: Path) -> list[Path]:
     stage.mkdir(parents=True, exist_ok=True)
     same = stage.resolve() == folder.resolve()  # staging in place: writes only the card
     staged = []
@@ -120,8 +138,8 @@ def stage_files(folder: Path, metrics_path: Path | None, card: ModelCard, stage:
             if not same:
                 shutil.copy2(folder / name, stage / name)
             staged.append(stage / name)
-    if metrics_path and metrics_path.is_file():
-        shutil.copy2(metrics_path, stage / "test_metrics.json")
+    if metrics:
+        (stage / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         staged.append(stage / "test_metrics.json")
     card.save(stage / "README.md")
     staged.append(stage / "README.md")
@@ -138,7 +156,7 @@ def push(folder: Path, repo_id: str, metrics_path: Path | None = None, private: 
     metrics = model_metrics(metrics_path, config.architecture)
     card = build_card(folder, metrics, repo_id)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = stage_files(folder, metrics_path, card, stage or Path(tmp))
+        staged = stage_files(folder, metrics, card, stage or Path(tmp))
         if not dry_run:
             import huggingface_hub
 
