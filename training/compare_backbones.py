@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from torch.utils.data import DataLoader
 from training.dataset import FaceDataset, FacePack
 from training.heads import AgeGenderHeads, decode_age
 from training.losses import LossWeights, multitask_loss
+from training.metrics import cpu_ms_per_face
 from training.models import NORMALISATION, PRETRAINED_FILES, build_model, load_pretrained_backbone
 
 
@@ -34,18 +33,6 @@ def features(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ages.append(age)
         genders.append(gender)
     return torch.cat(feats), torch.cat(ages), torch.cat(genders)
-
-
-def cpu_ms(model, size: int, runs: int = 20) -> float:
-    x = torch.randn(1, 3, size, size)
-    times = []
-    with torch.inference_mode():
-        for i in range(runs + 3):
-            start = time.perf_counter()
-            model(x)
-            if i >= 3:
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def probe(train, val, epochs: int = 60, seed: int = 0) -> tuple[float, float]:
@@ -92,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                            for split, n in (("train", args.train), ("val", args.val))]
                 mae, acc = probe(features(model, loaders[0]), features(model, loaders[1]))
             row = {"backbone": arch, "input_size": size, "val_mae": round(mae, 2), "val_gender_acc": round(acc, 4),
-                   "cpu_ms_per_face": round(cpu_ms(model, size), 1), "threads": torch.get_num_threads()}  # noqa: E501
+                   "cpu_ms_per_face": round(cpu_ms_per_face(model, size), 1), "threads": torch.get_num_threads()}  # noqa: E501
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

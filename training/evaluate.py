@@ -12,8 +12,6 @@ import argparse
 import csv
 import json
 import logging
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from torch.utils.data import DataLoader
 from training.checkpoint import LoadedModel, load_model
 from training.dataset import FaceDataset, FacePack
 from training.heads import decode_age, gender_probability
-from training.metrics import Outputs, collect_outputs, face_metrics
+from training.metrics import Outputs, collect_outputs, cpu_ms_per_face, face_metrics
 from training.utkface import RACES
 
 log = logging.getLogger(__name__)
@@ -40,20 +38,6 @@ def breakdown(out: Outputs, mask: np.ndarray, loaded: LoadedModel) -> dict:
     sub = Outputs(*(t[torch.from_numpy(mask)] for t in
                     (out.age_logits, out.gender_logit, out.age, out.gender, out.race)))
     return face_metrics(sub, c.age_min, c.age_temperature, c.gender_temperature, c.range_coverage)
-
-
-def cpu_ms_per_face(loaded: LoadedModel, runs: int = 30) -> float:
-    """Median CPU time of one face through the model (batch of one, after warm-up)."""
-    model = loaded.model.to("cpu").eval()
-    x = torch.randn(1, 3, loaded.config.input_size, loaded.config.input_size)
-    times = []
-    with torch.inference_mode():
-        for i in range(runs + 5):
-            start = time.perf_counter()
-            model(x)
-            if i >= 5:
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def evaluate_model(loaded: LoadedModel, pack: FacePack, split: str, device: str, batch_size: int = 256,
@@ -74,7 +58,7 @@ def evaluate_model(loaded: LoadedModel, pack: FacePack, split: str, device: str,
         "by_ethnicity": {name: breakdown(out, race == i, loaded) for i, name in enumerate(RACES) if (race == i).any()},
         "parameters": sum(p.numel() for p in loaded.model.parameters()),
         "weights_mb": round((loaded.folder / "model.safetensors").stat().st_size / 1e6, 2),
-        "cpu_ms_per_face": round(cpu_ms_per_face(loaded), 2),
+        "cpu_ms_per_face": round(cpu_ms_per_face(loaded.model, c.input_size), 2),
         "cpu_threads": torch.get_num_threads(),
     }
     return metrics, out

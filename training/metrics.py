@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,20 @@ def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_
         parts["gender"].append(gender)
         parts["race"].append(race)
     return Outputs(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5) -> float:
+    """Median CPU milliseconds for one face (a batch of one) through `model`, after warm-up runs."""
+    model = model.to("cpu").eval()
+    x = torch.randn(1, 3, input_size, input_size)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
