@@ -128,10 +128,11 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
             crops = gr.Gallery(label="Face crops as the models see them", columns=8, height=200)
             button = gr.Button("Find faces", variant="primary")
-            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
-            if examples:
-                gr.Examples(examples=examples, inputs=photo)
             outputs = [annotated, table, crops, note]
+            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
+            if examples:  # a click on an example runs it, as an upload does
+                gr.Examples(examples=examples, inputs=photo, outputs=outputs, fn=predict_photo, run_on_click=True,
+                            cache_examples=False, api_visibility="private")
             button.click(predict_photo, photo, outputs, api_name="predict", concurrency_id="photo",
                          concurrency_limit=2)
             photo.upload(predict_photo, photo, outputs, api_name=False, concurrency_id="photo")

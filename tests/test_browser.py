@@ -79,3 +79,12 @@ def test_webcam_stream_returns_annotated_frames(server, browser):
         arg=first, timeout=60_000,
     )
     context.close()
+
+
+def test_clicking_an_example_runs_it(server, browser):
+    page = browser.new_page()
+    page.goto(server[0])
+    page.locator("img[src*='group.jpg']").first.click()
+    page.wait_for_function(f"() => document.querySelector('#note')?.innerText.includes('{GROUP_FACES} face(s) found')",
+                           timeout=60_000)
+    page.close()
