@@ -52,7 +52,6 @@ def test_duplicates_never_straddle_splits(utk_folder):
     """Identical bytes get the identical split, whatever their names."""
     blob = next(utk_folder.glob("20_*")).read_bytes()
     sha = hashlib.sha256(blob).hexdigest()
-    assert len({assign_split(sha, seed) for seed in [7] * 3}) == 1
     records = scan(utk_folder)[0]
     by_sha = {r.sha256: r.split for r in records}
     assert by_sha[sha] == assign_split(sha)
