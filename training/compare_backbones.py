@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.dataset import FaceDataset, FacePack
-from training.heads import AgeGenderHeads, decode_age
+from training.heads import AgeGenderHeads
 from training.losses import LossWeights, multitask_loss
-from training.metrics import cpu_ms_per_face
+from training.metrics import Outputs, cpu_ms_per_face, face_metrics
 from training.models import NORMALISATION, PRETRAINED_FILES, build_model, load_pretrained_backbone
 
 
@@ -50,9 +50,8 @@ def probe(train, val, epochs: int = 60, seed: int = 0) -> tuple[float, float]:
     heads.eval()
     with torch.inference_mode():
         age_logits, gender_logit = heads(val[0])
-    mae = (decode_age(age_logits, 1).mean - val[1]).abs().mean().item()
-    acc = ((gender_logit > 0) == (val[2] == 1)).float().mean().item()
-    return mae, acc
+    metrics = face_metrics(Outputs(age_logits, gender_logit, val[1], val[2], race=torch.zeros_like(val[1])), age_min=1)
+    return metrics["age_mae"], metrics["gender_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from training.checkpoint import LoadedModel, load_model
 from training.dataset import FaceDataset, FacePack
 from training.heads import decode_age, gender_probability
-from training.metrics import Outputs, collect_outputs, cpu_ms_per_face, face_metrics
+from training.metrics import Outputs, collect_outputs, cpu_ms_per_face, face_metrics, reliability_bins
 from training.utkface import RACES
 
 log = logging.getLogger(__name__)
@@ -154,17 +154,9 @@ def plot_gender(results: list[tuple[dict, Outputs, LoadedModel]], path: Path) ->
         ax.set(xlabel="predicted", ylabel="true",
                title=f"{c.name}\naccuracy {metrics['overall']['gender_accuracy']:.3f}")
         ax = axes[1, col]
-        confidence = np.maximum(p, 1 - p)
-        correct = pred == y
-        edges = np.linspace(0.5, 1.0, 11)
-        centres, accs = [], []
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            mask = (confidence >= lo) & (confidence < hi if hi < 1 else confidence <= hi)
-            if mask.sum() >= 5:
-                centres.append(confidence[mask].mean())
-                accs.append(correct[mask].mean())
+        points = [(conf, acc) for n, conf, acc in reliability_bins(p, y, bins=10) if n >= 5]
         ax.plot([0.5, 1], [0.5, 1], "k--", lw=1)
-        ax.plot(centres, accs, "o-")
+        ax.plot([c for c, _ in points], [a for _, a in points], "o-")
         ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0.5, 1), ylim=(0.5, 1),
                title=f"reliability (ECE {metrics['overall']['gender_ece']:.3f})")
         ax.grid(alpha=0.3)

@@ -57,18 +57,22 @@ def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: i
     return statistics.median(times)
 
 
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """ECE of P(female): |accuracy - confidence| averaged over equal-width confidence bins."""
+def reliability_bins(p: np.ndarray, y: np.ndarray, bins: int) -> list[tuple[int, float, float]]:
+    """(count, mean confidence, accuracy) of each non-empty equal-width confidence bin over 0.5..1.
+
+    Confidence is that of the predicted class, max(p, 1 - p) for P(female) = p.
+    """
     confidence = np.maximum(p, 1 - p)
     correct = (p >= 0.5) == (y == 1)
     edges = np.linspace(0.5, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+    return [(int(mask.sum()), float(confidence[mask].mean()), float(correct[mask].mean()))
+            for mask in (which == b for b in range(bins)) if mask.any()]
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE of P(female): |accuracy - confidence| averaged over equal-width confidence bins."""
+    return float(sum(n / len(p) * abs(acc - conf) for n, conf, acc in reliability_bins(p, y, bins)))
 
 
 def face_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
