@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from demo.faces import FaceDetector
+    from demo.faces import LIVE_MIN_FACE_SIZE, FaceDetector
     from demo.predictor import Predictor
     from demo.sources import load_models
     from demo.ui import build_demo
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> None:
              for s in specs_from_env()]
     models, sources = load_models(specs, offline=args.offline or offline_from_env(), device=args.device)
     predictor = Predictor(models, FaceDetector(device=args.device))
-    # Webcam frames: ignore faces under 40 px, which halves MTCNN's image pyramid on 640x480.
-    live = Predictor(models, FaceDetector(device=args.device, min_face_size=40))
+    live = Predictor(models, FaceDetector(device=args.device, min_face_size=LIVE_MIN_FACE_SIZE))
     demo = build_demo(predictor, live, sources)
     demo.queue(max_size=64).launch(server_name=args.host, server_port=args.port)
 

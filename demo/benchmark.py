@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from demo.draw import annotate
-from demo.faces import FaceDetector
+from demo.faces import LIVE_MIN_FACE_SIZE, FaceDetector
 from demo.images import load_image
 from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     models, _ = load_models(specs_from_env(), offline=True, device=args.device)
     upload = Predictor(models, FaceDetector(device=args.device))
-    webcam = Predictor(models, FaceDetector(device=args.device, min_face_size=40))
+    webcam = Predictor(models, FaceDetector(device=args.device, min_face_size=LIVE_MIN_FACE_SIZE))
     cases = {
         "640x480, 1 face (upload settings)": (upload, frame_640x480()),
         "640x480, 1 face (webcam settings)": (webcam, frame_640x480()),

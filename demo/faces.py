@@ -22,6 +22,9 @@ CROP_MARGIN = 0.0
 # Detection runs on a copy whose longer side is at most this; boxes are mapped back.
 DETECT_MAX_SIDE = 1280
 MIN_FACE_SIZE = 20
+# Webcam frames skip faces under 40 px: on a 640x480 frame that halves detection time
+# (70.8 -> 35.2 ms median on 2 CPU threads, python -m demo.benchmark).
+LIVE_MIN_FACE_SIZE = 40
 # Faces smaller than this (in original pixels) are boxed but not judged: too few pixels.
 MIN_JUDGE_SIZE = 32
 
