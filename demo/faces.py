@@ -1,7 +1,8 @@
 """Face detection and aligned cropping: the one path from a photo to a face crop.
 
-Training (`training.prepare`) and serving (`demo.predictor`) both call `FaceDetector.detect`
-and `align_crop` with the same settings, so the models see the same kind of crop in both.
+Training (`training.prepare`) and serving (`demo.predictor`) both call `FaceDetector.detect_batch`
+(with its second look at faces cut by the image border) and `align_crop` with the same settings,
+so the models see the same kind of crop in both.
 The crop is then turned into a tensor by `to_model_input`, also shared.
 """
 
@@ -25,6 +26,9 @@ MIN_FACE_SIZE = 20
 # Webcam frames skip faces under 40 px: on a 640x480 frame that halves detection time
 # (70.8 -> 35.2 ms median on 2 CPU threads, python -m demo.benchmark).
 LIVE_MIN_FACE_SIZE = 40
+# Detections scoring below this are not faces often enough to be shown (the app's slider and
+# --min-score change it). Chosen on the training photos: see training.detection_threshold.
+MIN_SCORE = 0.95
 # Faces smaller than this (in original pixels) are boxed but not judged: too few pixels.
 MIN_JUDGE_SIZE = 32
 
@@ -68,7 +72,45 @@ class FaceDetector:
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[Image.Image]) -> list[list[Face]]:
-        """Detect in several RGB images; same-size images share one MTCNN pass."""
+        """Detect in several RGB images, then look again where the first pass is unreliable.
+
+        MTCNN's landmarks scatter on a face cut by the image border (a close-up, a selfie, an
+        already-cropped photo) and it often misses a face that fills the frame. So a face whose
+        box touches the border is detected again in a black-padded window around it, and an image
+        with no face at all is searched again with a black border around the whole of it. Photos
+        whose faces are inside the frame pay nothing for this. Training crops its faces through
+        this same method, so both see the same crops.
+        """
+        results = self._detect(images)
+        windows: list[tuple[int, int | None, tuple[int, int, int, int]]] = []
+        for i, (image, faces) in enumerate(zip(images, results)):
+            if not faces:
+                windows.append((i, None, _padded_frame(image.size)))
+            windows += [(i, j, _window_around(f.box)) for j, f in enumerate(faces) if touches_border(f.box, image.size)]
+        if not windows:
+            return results
+        # PIL fills the parts of a crop outside the image with black: the padding. Windows around a
+        # face are shrunk to WINDOW_SIDE: O-Net places landmarks on a 48 px view of the face anyway,
+        # and same-size windows share one MTCNN pass.
+        crops, scales = [], []
+        for i, j, window in windows:
+            crop = images[i].crop(window)
+            scale = min(1.0, WINDOW_SIDE / crop.width) if j is not None else 1.0
+            if scale < 1.0:
+                crop = crop.resize((WINDOW_SIDE, WINDOW_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            crops.append(crop)
+            scales.append(scale)
+        again = self._detect(crops)
+        for (i, j, (left, top, _, _)), scale, found in zip(windows, scales, again):
+            found = [_mapped(f, scale, left, top) for f in found]
+            if j is None:
+                results[i] = found
+            elif found:
+                results[i][j] = min(found, key=lambda f: _distance(f.box, results[i][j].box))
+        return [sorted(faces, key=lambda f: f.score, reverse=True) for faces in results]
+
+    def _detect(self, images: Sequence[Image.Image]) -> list[list[Face]]:
+        """One MTCNN pass; same-size images share it, large ones are downscaled and mapped back."""
         results: list[list[Face]] = [[] for _ in images]
         groups: dict[tuple[int, int], list[int]] = {}
         scaled: list[Image.Image] = []
@@ -89,6 +131,44 @@ class FaceDetector:
             for i, b, p, pts in zip(indices, boxes, probs, points):
                 results[i] = _to_faces(b, p, pts, 1.0 / scales[i])
         return results
+
+
+# A face box closer than this fraction of its side to an image edge "touches the border".
+BORDER_TOUCH = 0.1
+# The window a border face is detected again in: its box grown by this fraction of its side on
+# each side. An image with no face is searched again with a border of BORDER_PAD_FRAME of its
+# longer side. (UTKFace chips, faces cut by all four edges, give landmarks 4x less scattered so.)
+BORDER_PAD_FACE = 0.5
+BORDER_PAD_FRAME = 0.25
+WINDOW_SIDE = 192
+
+
+def touches_border(box: tuple[float, float, float, float], size: tuple[int, int]) -> bool:
+    x1, y1, x2, y2 = box
+    slack = BORDER_TOUCH * min(x2 - x1, y2 - y1)
+    return x1 < slack or y1 < slack or x2 > size[0] - slack or y2 > size[1] - slack
+
+
+def _window_around(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = box
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * (0.5 + BORDER_PAD_FACE)
+    return round(cx - half), round(cy - half), round(cx + half), round(cy + half)
+
+
+def _padded_frame(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    pad = round(BORDER_PAD_FRAME * max(size))
+    return -pad, -pad, size[0] + pad, size[1] + pad
+
+
+def _mapped(face: Face, scale: float, dx: float, dy: float) -> Face:
+    """A face found in a window (shrunk by `scale`, at offset dx, dy) in the photo's coordinates."""
+    x1, y1, x2, y2 = (v / scale for v in face.box)
+    landmarks = tuple((x / scale + dx, y / scale + dy) for x, y in face.landmarks) if face.landmarks else None
+    return Face(box=(x1 + dx, y1 + dy, x2 + dx, y2 + dy), score=face.score, landmarks=landmarks)
+
+
+def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return abs((a[0] + a[2]) - (b[0] + b[2])) + abs((a[1] + a[3]) - (b[1] + b[3]))
 
 
 def _to_faces(boxes, probs, points, inv_scale: float) -> list[Face]:

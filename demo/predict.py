@@ -1,6 +1,7 @@
 """Batch prediction without the UI: one CSV row per (image, face, model).
 
     python -m demo.predict photos/ more.jpg --out results.csv [--device cpu|cuda] [--models a,b] [--offline]
+        [--min-score 0.95]
 
 Folders are searched recursively for images. Faces are numbered by descending detection score.
 An image with no face (or none big enough) gets one row with an empty `face` and a `note`;
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from demo.faces import MIN_SCORE
 from demo.images import ImageError, load_image
 from demo.predictor import ImageResult, Predictor
 
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="a,b", help="which models, comma-separated: a, b or a,b")
     parser.add_argument("--offline", action="store_true", help="use weights/ and never contact the Hub")
+    parser.add_argument("--min-score", type=float, default=MIN_SCORE,
+                        help=f"leave out detections scoring below this (default {MIN_SCORE})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from demo.faces import FaceDetector
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         parser.error("not found: " + ", ".join(map(str, missing)))
     models, _ = load_models(specs_from_env(keys), offline=args.offline or offline_from_env(), device=args.device)
-    predictor = Predictor(models, FaceDetector(device=args.device))
+    if not 0.0 <= args.min_score <= 1.0:
+        parser.error("--min-score is a detection probability between 0 and 1")
+    predictor = Predictor(models, FaceDetector(device=args.device), min_score=args.min_score)
     done, failed = run(args.paths, args.out, predictor)
     print(f"{done} image(s) written to {args.out}" + (f"; {failed} unreadable file(s) skipped" if failed else ""))
 

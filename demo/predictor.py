@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from demo.faces import MIN_JUDGE_SIZE, Face, FaceDetector, align_crop, to_model_input
-from training.checkpoint import LoadedModel
+from demo.checkpoint import LoadedModel
+from demo.faces import MIN_JUDGE_SIZE, MIN_SCORE, Face, FaceDetector, align_crop, to_model_input
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,16 @@ class ImageResult:
     size: tuple[int, int]
     faces: list[FaceResult]
     timings_ms: dict[str, float]
+    below_min_score: int = 0  # detections left out as unlikely to be faces
+    min_score: float = MIN_SCORE
 
     @property
     def note(self) -> str | None:
         """A sentence for the user when there is nothing (or not everything) to show."""
         if not self.faces:
+            if self.below_min_score:
+                return (f"No face found in this photo: {self.below_min_score} detection(s) scored below the minimum "
+                        f"detection score {self.min_score:.2f}. Lower it to see them, or try a clearer photo.")
             return "No face found in this photo. Try a clearer, larger or more frontal face."
         small = sum(not f.judged for f in self.faces)
         if small == len(self.faces):
@@ -69,18 +74,25 @@ class Predictor:
     """Detector plus the models, keyed by short names ("a", "b")."""
 
     def __init__(self, models: dict[str, LoadedModel], detector: FaceDetector | None = None,
-                 device: str = "cpu", min_judge_size: int = MIN_JUDGE_SIZE) -> None:
+                 device: str = "cpu", min_judge_size: int = MIN_JUDGE_SIZE, min_score: float = MIN_SCORE) -> None:
         if not models:
             raise ValueError("at least one model is needed")
         self.models = models
         self.detector = detector or FaceDetector(device=device)
         self.min_judge_size = min_judge_size
+        self.min_score = min_score
 
-    def predict(self, image: Image.Image) -> ImageResult:
-        """Every face in an RGB image, with each model's answer for the faces big enough to judge."""
+    def predict(self, image: Image.Image, min_score: float | None = None) -> ImageResult:
+        """Every face in an RGB image, with each model's answer for the faces big enough to judge.
+
+        Detections scoring below `min_score` (default: the predictor's) are left out: at the
+        default, they are mostly hands, patterns and other things that are not faces.
+        """
+        min_score = self.min_score if min_score is None else min_score
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        faces = self.detector.detect(image)
+        detected = self.detector.detect(image)
+        faces = [f for f in detected if f.score >= min_score]
         timings["detect"] = _ms_since(start)
 
         start = time.perf_counter()
@@ -110,7 +122,8 @@ class Predictor:
                         p_female=float(prediction.p_female[i]),
                     )
             timings[f"model_{name}"] = _ms_since(start)
-        return ImageResult(size=image.size, faces=results, timings_ms=timings)
+        return ImageResult(size=image.size, faces=results, timings_ms=timings,
+                           below_min_score=len(detected) - len(faces), min_score=min_score)
 
 
 def _ms_since(start: float) -> float:

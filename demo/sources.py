@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, LoadedModel, ModelLoadError, load_model
+from demo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger(__name__)
 

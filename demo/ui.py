@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from demo.draw import annotate
+from demo.faces import MIN_SCORE
 from demo.images import ImageError, load_image, to_rgb
 from demo.predictor import ImageResult, Predictor
 
@@ -91,16 +92,24 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         stream_every = round(max(0.1, 1.2 * latency), 2)
         log.info("webcam: %.0f ms per 640x480 frame; stream interval %.2f s", latency * 1000, stream_every)
 
-    def predict_photo(path: str | None):
+    def predict_photo(path: str | None, min_score: float = MIN_SCORE):
         if not path:
             raise gr.Error("Upload a photo first.")
         try:
             image = load_image(path)
         except ImageError as error:
             raise gr.Error(str(error)) from None
-        result = predictor.predict(image)
-        note = result.note or f"{len(result.faces)} face(s) found."
+        result = predictor.predict(image, min_score=min_score)
+        note = result.note or f"{len(result.faces)} face(s) found." + (
+            f" {result.below_min_score} detection(s) below the minimum score {min_score:.2f} left out."
+            if result.below_min_score else "")
         return annotate(image, result, keys), result_table(result, names), gallery_items(result, names), note
+
+    def rescore_photo(path: str | None, min_score: float):
+        """Moving the slider re-runs the photo shown, if there is one."""
+        if not path:
+            return (gr.skip(),) * 4
+        return predict_photo(path, min_score)
 
     def predict_frame(frame: np.ndarray | None):
         if frame is None:
@@ -124,6 +133,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                 photo = accept_broken_uploads(
                     gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
                 annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
+            min_score = gr.Slider(0.5, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
+                                  info="Detections scoring lower are left out: below the default they are "
+                                       "mostly hands, patterns and other things that are not faces.")
             note = gr.Markdown(elem_id="note")
             table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
             crops = gr.Gallery(label="Face crops as the models see them", columns=8, height=200)
@@ -131,11 +143,12 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             outputs = [annotated, table, crops, note]
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
             if examples:  # a click on an example runs it, as an upload does
-                gr.Examples(examples=examples, inputs=photo, outputs=outputs, fn=predict_photo, run_on_click=True,
+                gr.Examples(examples=examples, inputs=[photo], outputs=outputs, fn=predict_photo, run_on_click=True,
                             cache_examples=False, api_visibility="private")
-            button.click(predict_photo, photo, outputs, api_name="predict", concurrency_id="photo",
+            button.click(predict_photo, [photo, min_score], outputs, api_name="predict", concurrency_id="photo",
                          concurrency_limit=2)
-            photo.upload(predict_photo, photo, outputs, api_name=False, concurrency_id="photo")
+            photo.upload(predict_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo")
+            min_score.release(rescore_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo")
         with gr.Tab("Webcam"):
             gr.Markdown(f"Allow the camera, then press record. Frames are answered about every "
                         f"{stream_every:.2f} s on this machine; a session stops after {STREAM_TIME_LIMIT_S} s.")

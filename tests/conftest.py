@@ -55,16 +55,44 @@ def utk_folder(tmp_path_factory) -> Path:
     return folder
 
 
+FAIRFACE_ROWS = 12
+
+
 @pytest.fixture(scope="session")
-def tiny_pack(utk_folder, tmp_path_factory) -> Path:
+def ff_folder(tmp_path_factory) -> Path:
+    """A FairFace-layout folder: labels.csv and 12 photos (the face in the middle with a quarter of
+    its box as margin, as in the 0.25-padding release) made from the two portraits, plus rows that
+    must be skipped: a spreadsheet-mangled age group, an unknown race, and a missing photo."""
+    root = tmp_path_factory.mktemp("ff") / "fairface"
+    (root / "train").mkdir(parents=True)
+    sources = [(ASTRONAUT, (150, 24, 300, 211)), (HOPPER, (122, 57, 408, 403))]
+    groups = ["20-29", "30-39", "more than 70", "3-9", "40-49", "50-59"]
+    races = ["White", "Black", "East Asian", "Indian", "Latino_Hispanic", "Middle Eastern"]
+    lines = ["file,age,gender,race,service_test"]
+    for i in range(FAIRFACE_ROWS):
+        path, (x1, y1, x2, y2) = sources[i % 2]
+        shift = (i // 2) * 4
+        photo = _chip(path, (x1 - shift, y1, x2 - shift, y2), mirror=bool(i % 3)).resize((224, 224))
+        photo.save(root / "train" / f"{i + 1}.jpg", quality=90)
+        lines.append(f"train/{i + 1}.jpg,{groups[i % 6]},{'Female' if i % 4 else 'Male'},{races[i % 6]},True")
+    lines += ["train/1.jpg,03-Sep,Male,White,False",  # as a spreadsheet saves 3-9
+              "train/2.jpg,20-29,Male,Martian,False",
+              "train/99.jpg,20-29,Female,Black,False"]  # no such photo
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_pack(utk_folder, ff_folder, tmp_path_factory) -> Path:
+    """Both tiny sets packed by training.prepare, with a split seed that gives each set all three splits."""
+    from training import fairface
     from training.prepare import prepare
     from training.utkface import SPLITS, assign_split, scan
 
-    # With 16 images a split can come out empty; take the first seed that fills all three.
-    records = scan(utk_folder)[0]
-    seed = next(s for s in range(100) if {assign_split(r.sha256, s) for r in records} == set(SPLITS))
+    sets = [scan(utk_folder)[0], fairface.scan(ff_folder)[0]]
+    seed = next(s for s in range(200) if all({assign_split(r.sha256, s) for r in rs} == set(SPLITS) for rs in sets))
     out = tmp_path_factory.mktemp("pack")
-    prepare(utk_folder, out, seed=seed)
+    prepare([utk_folder, ff_folder], out, seed=seed)
     return out
 
 

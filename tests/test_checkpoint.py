@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from training.checkpoint import ModelConfig, ModelLoadError, build_from_config, load_model, read_config, save_model
+from demo.checkpoint import ModelConfig, ModelLoadError, build_from_config, load_model, read_config, save_model
 
 
 def _tiny(folder, architecture="scratch_cnn", **kwargs):

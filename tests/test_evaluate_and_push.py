@@ -6,7 +6,7 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from training import evaluate, push
+from training import evaluate, fairface, push
 from training.train import TrainConfig, train
 
 
@@ -28,21 +28,29 @@ def test_metrics_json(report):
     metrics = json.loads((report / "metrics.json").read_text())
     assert len(metrics) == 2
     m = metrics[0]
+    utk, ff = m["utkface"], m["fairface"]
     for key in ("age_mae", "age_cs5", "age_range_coverage", "gender_accuracy", "gender_ece"):
-        assert key in m["overall"]
-    assert 0 <= m["overall"]["age_cs5"] <= 1 and m["cpu_ms_per_face"] > 0
-    assert set(m["by_age_band"]) <= {evaluate.band_name(b) for b in evaluate.AGE_BANDS}
-    assert sum(g["n"] for g in m["by_ethnicity"].values()) == m["overall"]["n"]
+        assert key in utk["overall"]
+    assert 0 <= utk["overall"]["age_cs5"] <= 1 and m["cpu_ms_per_face"] > 0
+    assert set(utk["by_age_band"]) <= {evaluate.band_name(b) for b in evaluate.AGE_BANDS}
+    assert sum(g["n"] for g in utk["by_ethnicity"].values()) == utk["overall"]["n"]
+    for key in ("age_group_exact", "age_group_within_one", "gender_accuracy", "gender_ece"):
+        assert 0 <= ff["overall"][key] <= 1
+    assert ff["overall"]["age_group_exact"] <= ff["overall"]["age_group_within_one"]
+    assert sum(g["n"] for g in ff["by_race"].values()) == ff["overall"]["n"]
+    assert set(ff["by_age_group"]) <= set(fairface.GROUP_NAMES)
 
 
 def test_report_links_figures_that_exist(report):
     text = (report / "report.md").read_text()
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert {"age_scatter.png", "age_error_by_band.png", "gender.png"} <= set(figures)
+    assert {"age_scatter.png", "age_error_by_band.png", "gender.png", "fairface_age_groups.png",
+            "fairface_gender_by_race.png"} <= set(figures)
     assert any(f.startswith("curves_") for f in figures)
     for name in figures:
         assert (report / name).stat().st_size > 5000  # a real PNG, not an empty file
-    assert "## By ethnicity" in text and "## By age band" in text
+    assert "### By ethnicity" in text and "### By age band" in text and "### By race group" in text
+    assert "| model | UTKFace MAE |" in text and "FairFace age group exact" in text  # side by side
 
 
 def test_dry_run_stages_exactly_what_would_be_uploaded(run_dir, report, tmp_path):
@@ -55,12 +63,15 @@ def test_dry_run_stages_exactly_what_would_be_uploaded(run_dir, report, tmp_path
     assert (stage / "model.safetensors").read_bytes() == (run_dir / "model.safetensors").read_bytes()
     card = ModelCard.load(stage / "README.md")
     results = card.data.eval_results
-    overall = json.loads((report / "metrics.json").read_text())[0]["overall"]
+    metrics = json.loads((report / "metrics.json").read_text())[0]
     mae = next(r for r in results if r.metric_type == "mae")
-    assert mae.metric_value == pytest.approx(overall["age_mae"], abs=1e-4)
-    assert card.data.license == "other" and "UTKFace" in card.data.datasets
+    assert mae.metric_value == pytest.approx(metrics["utkface"]["overall"]["age_mae"], abs=1e-4)
+    exact = next(r for r in results if r.metric_name == "Age group accuracy (exact)")
+    assert exact.metric_value == pytest.approx(metrics["fairface"]["overall"]["age_group_exact"], abs=1e-4)
+    assert card.data.license == "other" and {"UTKFace", "FairFace"} <= set(card.data.datasets)
+    assert "Trained on UTKFace and FairFace" in card.text
     assert "non-commercial" in card.text and "Intended use and limits" in card.text
-    assert "### By ethnicity" in card.text
+    assert "### By ethnicity" in card.text and "### By race group (FairFace)" in card.text
 
 
 def test_upload_calls_the_hub_client_with_the_staged_folder(run_dir, monkeypatch):

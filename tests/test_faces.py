@@ -81,13 +81,34 @@ def test_training_and_serving_feed_identical_tensors(tiny_pack, detector, size):
 
 
 def test_prepare_crops_chips_with_the_serving_crop(detector, utk_folder):
-    """A chip's training crop is align_crop of the detected face, as the app would crop it."""
-    from PIL import ImageOps
-
-    from training.prepare import CHIP_PAD, crop_chip
+    """A chip's training crop is exactly the crop the app makes of the same photo."""
+    from training.prepare import central_face, crop_faces
 
     chip = Image.open(next(utk_folder.glob("20_*"))).convert("RGB")
-    (crop, detected), = crop_chip(detector, [chip])
-    padded = ImageOps.expand(chip, round(CHIP_PAD * 200))
-    expected = align_crop(padded, detector.detect(padded)[0])
-    assert detected and np.array_equal(np.asarray(crop), np.asarray(expected))
+    (result,) = crop_faces(detector, [chip], ["utkface"])
+    served = align_crop(chip, central_face(detector.detect(chip), chip.size))
+    assert result["detected"] and np.array_equal(np.asarray(result["crop"]), np.asarray(served))
+
+
+def test_a_face_cut_by_the_border_is_detected_again_with_padding(detector):
+    """On a tight chip the first pass's landmarks are unreliable; the second look pads around the face."""
+    from demo.faces import touches_border
+
+    photo = Image.open(HOPPER).convert("RGB")
+    chip = photo.crop((170, 115, 360, 345)).resize((200, 200))  # the face touches all four edges
+    raw = detector._detect([chip])[0]
+    assert raw and touches_border(raw[0].box, chip.size)
+    again = detector.detect(chip)[0]
+    assert again.landmarks != raw[0].landmarks
+    # The padded look agrees with the landmarks found on the whole photo, mapped into the chip.
+    full = detector.detect(photo)[0]
+    expected = (np.array(full.landmarks) - [170, 115]) * [200 / 190, 200 / 230]
+    assert np.abs(np.array(again.landmarks) - expected).max() < np.abs(np.array(raw[0].landmarks) - expected).max()
+
+
+def test_faces_inside_the_frame_take_one_pass(detector, monkeypatch):
+    calls = []
+    real = detector._detect
+    monkeypatch.setattr(detector, "_detect", lambda images: calls.append(len(images)) or real(images))
+    detector.detect(Image.open(ASTRONAUT).convert("RGB"))
+    assert calls == [1]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from training.heads import decode_age, gender_probability
+from demo.heads import decode_age, gender_probability
 from training.losses import LossWeights, age_loss, gender_loss, multitask_loss, soft_age_targets
 
 
@@ -31,9 +31,9 @@ def test_multitask_weights_and_single_task():
     logits, gender = torch.zeros(2, 3), torch.zeros(2)
     ages, genders = torch.tensor([2, 2]), torch.tensor([0, 1])
     age_part = age_loss(logits, ages, 1)
-    total, parts = multitask_loss(logits, gender, ages, genders, 1, LossWeights(age=2.0, gender=0.5))
+    total, parts = multitask_loss(logits, gender, ages, ages, genders, 1, LossWeights(age=2.0, gender=0.5))
     assert total.item() == pytest.approx(2.0 * age_part.item() + 0.5 * math.log(2))
-    only_gender, parts = multitask_loss(logits, gender, ages, genders, 1, LossWeights(age=0.0))
+    only_gender, parts = multitask_loss(logits, gender, ages, ages, genders, 1, LossWeights(age=0.0))
     assert only_gender.item() == pytest.approx(math.log(2)) and "age_loss" not in parts
 
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from demo.models import build_model
 from tests.conftest import SHARED_WEIGHTS
-from training.models import PRETRAINED_FILES, build_model, load_pretrained_backbone
+from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 
 
 @pytest.mark.parametrize("architecture", ["scratch_cnn", "mobilenet_v2", "efficientnet_lite0"])

@@ -6,8 +6,8 @@ import huggingface_hub.constants
 import pytest
 
 from demo import sources
+from demo.checkpoint import ModelLoadError
 from demo.sources import ModelSpec, resolve
-from training.checkpoint import ModelLoadError
 
 
 def _spec(repo_id, local_dir, revision="v1"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from demo.checkpoint import load_model
 from tests.conftest import SHARED_WEIGHTS
-from training.checkpoint import load_model
 from training.dataset import AugmentConfig, FaceDataset, FacePack
 from training.train import TrainConfig, main, train
 
@@ -98,3 +98,21 @@ def test_augmentation_switches(tiny_pack):
     torch.manual_seed(0)
     augmented = FaceDataset(pack, pack.indices("train"), 64, mean, std, AugmentConfig())
     assert not torch.equal(augmented[0][0], plain[0][0])
+
+
+def test_a_run_on_both_sets_records_its_mix(tiny_pack, tmp_path):
+    run = train(_config(tiny_pack, tmp_path / "mixed", epochs=1, mix={"utkface": 0.5, "fairface": 0.5}))
+    assert json.loads((run / "train_config.json").read_text())["mix"] == {"utkface": 0.5, "fairface": 0.5}
+    row = (run / "history.csv").read_text().splitlines()
+    history = dict(zip(row[0].split(","), row[1].split(",")))
+    assert history["n_utkface"] == history["n_fairface"]  # half of the epoch each
+    val = json.loads((run / "val_metrics.json").read_text())
+    assert {"utkface", "fairface"} <= set(val) and "age_group_exact" in val["fairface"]
+
+
+def test_mix_flag_is_checked():
+    from training.train import parse_mix
+
+    assert parse_mix("utkface=0.6,fairface=0.4") == {"utkface": 0.6, "fairface": 0.4}
+    with pytest.raises(SystemExit, match="--mix"):
+        parse_mix("imdb=1")

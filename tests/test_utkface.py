@@ -42,10 +42,10 @@ def test_scan_drops_duplicates_and_malformed(utk_folder, caplog):
     assert stats.files == 19
     assert stats.malformed == 1 and stats.duplicates == 1
     assert len(records) == 17  # 16 chips + the corrupt file, which only fails at decoding
-    assert "skipped 1 file(s)" in caplog.text
+    assert "skipped 1 row(s) or file(s): name is not AGE_GENDER_RACE_DATETIME" in caplog.text
     shas = [r.sha256 for r in records]
     assert len(set(shas)) == len(shas)
-    assert "99_0_0_20170101000000000.jpg.chip.jpg" not in data  # the later name of the pair goes
+    assert "utkface:99_0_0_20170101000000000.jpg.chip.jpg" not in data  # the later name of the pair goes
 
 
 def test_duplicates_never_straddle_splits(utk_folder):
@@ -66,31 +66,37 @@ def test_archive_and_folder_give_the_same_images(utk_folder, tmp_path):
         list(iter_images(next(utk_folder.glob("20_*"))))
 
 
-def test_prepare_packs_every_readable_face(tiny_pack):
+def test_prepare_packs_every_readable_face(tiny_pack, utk_folder):
     import json
 
     summary = json.loads((tiny_pack / "prepare.json").read_text())
-    assert summary["images"] == 16 and summary["unreadable"] == 1
-    assert summary["malformed_names"] == 1 and summary["duplicates_dropped"] == 1
+    utk = summary["datasets"]["utkface"]
+    assert utk["images"] == 16 and utk["unreadable"] == 1
+    source = summary["sources"][str(utk_folder)]
+    assert source["kind"] == "utkface" and sum(source["skipped"].values()) == 1 and source["duplicates_dropped"] == 1
     pack = FacePack(tiny_pack)
-    assert len(pack.age) == 16 and pack.image(0).size == (128, 128)
-    assert sorted(set(pack.split.tolist())) == [0, 1, 2]
-    assert pack.detected.sum() >= 14  # real MTCNN on real faces
-    assert (tiny_pack / "splits.csv").read_text().count("\n") == 18  # header + 17 records
+    utk_rows = pack.dataset == 0
+    assert utk_rows.sum() == 16 and pack.image(0).size == (128, 128)
+    assert (pack.age_low[utk_rows] == pack.age_high[utk_rows]).all()  # ages in years
+    assert sorted(set(pack.split[utk_rows].tolist())) == [0, 1, 2]
+    assert pack.detected[utk_rows].sum() >= 14  # real MTCNN on real faces
+    assert (pack.det_score[pack.detected] > 0.9).all()
+    splits = (tiny_pack / "splits.csv").read_text().splitlines()
+    assert sum(line.startswith("utkface,") for line in splits) == 17  # the corrupt file is listed, not packed
 
 
-def test_prepare_resumes_without_redoing_parts(tiny_pack, utk_folder):
+def test_prepare_resumes_without_redoing_parts(tiny_pack, utk_folder, ff_folder):
     from training.prepare import prepare
 
     part = tiny_pack / "parts" / "part_00000.npz"
     before = part.stat().st_mtime_ns
     pack_before = np.load(tiny_pack / "faces.npz")["blob"].copy()
     seed = json_seed(tiny_pack)
-    prepare(utk_folder, tiny_pack, seed=seed)
+    prepare([utk_folder, ff_folder], tiny_pack, seed=seed)
     assert part.stat().st_mtime_ns == before
     assert np.array_equal(np.load(tiny_pack / "faces.npz")["blob"], pack_before)
-    with pytest.raises(SystemExit, match="another data set or seed"):
-        prepare(utk_folder, tiny_pack, seed=seed + 1)
+    with pytest.raises(SystemExit, match="other data or another seed"):
+        prepare([utk_folder, ff_folder], tiny_pack, seed=seed + 1)
 
 
 def json_seed(pack_dir) -> int:

@@ -18,17 +18,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from demo.heads import AgeGenderHeads
+from demo.models import NORMALISATION, build_model
+from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 from training.dataset import FaceDataset, FacePack
-from training.heads import AgeGenderHeads
 from training.losses import LossWeights, multitask_loss
 from training.metrics import Outputs, cpu_ms_per_face, face_metrics
-from training.models import NORMALISATION, PRETRAINED_FILES, build_model, load_pretrained_backbone
 
 
 @torch.inference_mode()
 def features(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     feats, ages, genders = [], [], []
-    for x, age, gender, _ in loader:
+    for x, age, _, gender, *_ in loader:
         feats.append(model.pool(model.backbone(x)).flatten(1))
         ages.append(age)
         genders.append(gender)
@@ -43,14 +44,16 @@ def probe(train, val, epochs: int = 60, seed: int = 0) -> tuple[float, float]:
         heads.train()
         for idx in torch.randperm(len(train[0])).split(128):
             age_logits, gender_logit = heads(train[0][idx])
-            loss, _ = multitask_loss(age_logits, gender_logit, train[1][idx], train[2][idx], 1, LossWeights())
+            ages = train[1][idx]
+            loss, _ = multitask_loss(age_logits, gender_logit, ages, ages, train[2][idx], 1, LossWeights())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     heads.eval()
     with torch.inference_mode():
         age_logits, gender_logit = heads(val[0])
-    metrics = face_metrics(Outputs(age_logits, gender_logit, val[1], val[2], race=torch.zeros_like(val[1])), age_min=1)
+    zeros = torch.zeros_like(val[1])
+    metrics = face_metrics(Outputs(age_logits, gender_logit, val[1], val[1], val[2], race=zeros, dataset=zeros), 1)
     return metrics["age_mae"], metrics["gender_accuracy"]
 
 
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             mae = acc = float("nan")
             if not args.latency_only:
-                loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n), size, mean, std), batch_size=128)
+                loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n, "utkface"), size, mean, std),
+                                      batch_size=128)
                            for split, n in (("train", args.train), ("val", args.val))]
                 mae, acc = probe(features(model, loaders[0]), features(model, loaders[1]))
             row = {"backbone": arch, "input_size": size, "val_mae": round(mae, 2), "val_gender_acc": round(acc, 4),

@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 
 from demo.faces import to_model_input
 from training.prepare import PACK_NAME
-from training.utkface import SPLITS
+from training.records import DATASETS, SPLITS
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class AugmentConfig:
 
 
 class FacePack:
-    """faces.npz in memory: encoded crops, labels and splits. Loaded without pickle."""
+    """faces.npz in memory: encoded crops, labels, data set and split of every face. Loaded without pickle."""
 
     def __init__(self, data_dir: str | Path) -> None:
         path = Path(data_dir)
@@ -57,22 +57,36 @@ class FacePack:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run python -m training.prepare first")
         with np.load(path, allow_pickle=False) as z:
+            if "age_low" not in z:
+                raise ValueError(f"{path} is a pack of an older format: run python -m training.prepare again")
             self.blob = z["blob"]
             self.offsets = z["offsets"]
-            self.age = z["age"].astype(np.int64)
+            self.dataset = z["dataset"].astype(np.int64)
+            self.age_low = z["age_low"].astype(np.int64)
+            self.age_high = z["age_high"].astype(np.int64)
             self.gender = z["gender"].astype(np.int64)
             self.race = z["race"].astype(np.int64)
             self.split = z["split"]
             self.detected = z["detected"]
+            self.det_score = z["det_score"]
             self.files = z["files"]
+            self.other_scores = z["other_scores"]
+            self.other_dataset = z["other_dataset"]
+            self.other_split = z["other_split"]
         self.path = path
 
-    def indices(self, split: str, limit: int | None = None) -> np.ndarray:
-        """Rows of one split; with `limit`, a fixed random sample (files are sorted by age)."""
-        idx = np.flatnonzero(self.split == SPLITS.index(split))
+    def indices(self, split: str, limit: int | None = None, dataset: str | None = None) -> np.ndarray:
+        """Rows of one split (of one data set); with `limit`, a fixed random sample (files are sorted)."""
+        mask = self.split == SPLITS.index(split)
+        if dataset is not None:
+            mask &= self.dataset == DATASETS.index(dataset)
+        idx = np.flatnonzero(mask)
         if limit and limit < len(idx):
             idx = np.sort(np.random.default_rng(0).choice(idx, size=limit, replace=False))
         return idx
+
+    def datasets_in(self, indices: np.ndarray) -> list[str]:
+        return [name for d, name in enumerate(DATASETS) if (self.dataset[indices] == d).any()]
 
     def image(self, i: int) -> Image.Image:
         data = self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes()
@@ -81,7 +95,11 @@ class FacePack:
 
 
 class FaceDataset(Dataset):
-    """(input tensor, age, gender, race) for one split, preprocessed like the app's faces."""
+    """(input tensor, age_low, age_high, gender, race, data set) for some faces, preprocessed like the app's.
+
+    Crops are decoded once, on first use, and kept as uint8 tensors: on a 2-core machine decoding
+    WebP every epoch costs more than the arithmetic it competes with (128x128x3 bytes a face).
+    """
 
     def __init__(self, pack: FacePack, indices: np.ndarray, input_size: int, mean, std,
                  augment: AugmentConfig | None = None) -> None:
@@ -89,14 +107,49 @@ class FaceDataset(Dataset):
         self.indices = indices
         self.input_size, self.mean, self.std = input_size, mean, std
         self.transform = augment.transform() if augment else None
+        self._crops: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int, int]:
+    def crop(self, i: int) -> torch.Tensor:
+        if i not in self._crops:
+            self._crops[i] = torch.from_numpy(np.asarray(self.pack.image(i)).copy()).permute(2, 0, 1)
+        return self._crops[i]
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int, int, int, int]:
         i = int(self.indices[k])
-        crop = torch.from_numpy(np.asarray(self.pack.image(i)).copy()).permute(2, 0, 1)
+        crop = self.crop(i)
         if self.transform is not None:
             crop = self.transform(crop)
         x = to_model_input([crop], self.input_size, self.mean, self.std)[0]
-        return x, int(self.pack.age[i]), int(self.pack.gender[i]), int(self.pack.race[i])
+        p = self.pack
+        return x, int(p.age_low[i]), int(p.age_high[i]), int(p.gender[i]), int(p.race[i]), int(p.dataset[i])
+
+
+def mixed_order(datasets: np.ndarray, shares: dict[str, float], size: int, generator: torch.Generator) -> np.ndarray:
+    """Positions into `datasets` for one epoch of `size` draws, each data set taking its share.
+
+    Within a data set, faces are drawn without replacement, reshuffled when all have been seen, so a
+    small set given a large share repeats evenly rather than at random. Shares are normalised
+    over the data sets present; with no shares, each keeps its natural proportion.
+    """
+    present = [d for d, name in enumerate(DATASETS) if (datasets == d).any()]
+    if not shares:
+        return torch.randperm(len(datasets), generator=generator).numpy()[:size]
+    unknown = set(shares) - set(DATASETS)
+    if unknown:
+        raise ValueError(f"unknown data set(s) in the mix: {sorted(unknown)}; known: {', '.join(DATASETS)}")
+    weights = np.array([shares.get(DATASETS[d], 0.0) for d in present], dtype=float)
+    if weights.sum() <= 0:
+        raise ValueError(f"the mix {shares} gives no share to the data sets present")
+    counts = np.floor(weights / weights.sum() * size).astype(int)
+    counts[np.argmax(weights)] += size - counts.sum()
+    picks = []
+    for d, count in zip(present, counts):
+        mine = np.flatnonzero(datasets == d)
+        rounds = -(-count // len(mine))
+        order = np.concatenate([mine[torch.randperm(len(mine), generator=generator).numpy()] for _ in range(rounds)])
+        picks.append(order[:count])
+    everything = np.concatenate(picks)
+    return everything[torch.randperm(len(everything), generator=generator).numpy()]

@@ -11,47 +11,66 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from training.heads import decode_age, gender_probability
+from demo.heads import AgeEstimate, decode_age, gender_probability
 
 
 @dataclass
 class Outputs:
-    """Raw model outputs and labels for every face of a split, on the CPU."""
+    """Raw model outputs and labels for some faces, on the CPU."""
 
     age_logits: torch.Tensor
     gender_logit: torch.Tensor
-    age: torch.Tensor
+    age_low: torch.Tensor
+    age_high: torch.Tensor  # == age_low for an age in years
     gender: torch.Tensor
     race: torch.Tensor
+    dataset: torch.Tensor
+
+    def subset(self, mask: torch.Tensor | np.ndarray) -> Outputs:
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        return Outputs(**{k: v[mask] for k, v in vars(self).items()})
+
+    @property
+    def age(self) -> torch.Tensor:
+        """The age in years, for faces labelled with one (UTKFace)."""
+        return self.age_low
+
+
+FIELDS = ("age_logits", "gender_logit", "age_low", "age_high", "gender", "race", "dataset")
 
 
 @torch.inference_mode()
-def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_last: bool = False) -> Outputs:
+def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_last: bool = False,
+                    flip: bool = False) -> Outputs:
+    """Run `model` over a loader of FaceDataset batches; with `flip`, average with the mirror image."""
+    from demo.checkpoint import forward_with_flip
+
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("age_logits", "gender_logit", "age", "gender", "race")}
-    for x, age, gender, race in loader:
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
+    for x, *labels in loader:
         x = x.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            age_logits, gender_logit = model(x)
+            age_logits, gender_logit = forward_with_flip(model, x) if flip else model(x)
         parts["age_logits"].append(age_logits.float().cpu())
         parts["gender_logit"].append(gender_logit.float().cpu())
-        parts["age"].append(age)
-        parts["gender"].append(gender)
-        parts["race"].append(race)
+        for key, value in zip(FIELDS[2:], labels):
+            parts[key].append(value)
     return Outputs(**{k: torch.cat(v) for k, v in parts.items()})
 
 
-def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5) -> float:
-    """Median CPU milliseconds for one face (a batch of one) through `model`, after warm-up runs."""
+def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5, flip: bool = False) -> float:
+    """Median CPU milliseconds for one face (a batch of one; two with `flip`) through `model`, after warm-up."""
+    from demo.checkpoint import forward_with_flip
+
     model = model.to("cpu").eval()
     x = torch.randn(1, 3, input_size, input_size)
     times = []
     with torch.inference_mode():
         for i in range(warmup + runs):
             start = time.perf_counter()
-            model(x)
+            forward_with_flip(model, x) if flip else model(x)
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
@@ -75,38 +94,72 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
     return float(sum(n / len(p) * abs(acc - conf) for n, conf, acc in reliability_bins(p, y, bins)))
 
 
+def range_coverage(est: AgeEstimate, age_low: torch.Tensor, age_high: torch.Tensor) -> torch.Tensor:
+    """Per face, the share of its label's years inside the predicted range.
+
+    1 or 0 for an age in years; for a group, the fraction of its years the range covers (the
+    true age taken as equally likely anywhere in the group).
+    """
+    overlap = (torch.minimum(est.high, age_high.float()) - torch.maximum(est.low, age_low.float()) + 1).clamp(min=0)
+    return overlap / (age_high - age_low + 1).float()
+
+
 def face_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
                  coverage: float = 0.8) -> dict[str, float]:
-    """MAE, CS@5, range coverage and width, gender accuracy, ECE and NLL over all faces in `out`."""
+    """Age in years (MAE, CS@5, range coverage and width) and gender metrics over the faces in `out`."""
     est = decode_age(out.age_logits, age_min, age_temperature, coverage)
     err = (est.mean - out.age.float()).abs()
     inside = (out.age >= est.low) & (out.age <= est.high)
-    p = gender_probability(out.gender_logit, gender_temperature).numpy()
-    y = out.gender.numpy()
-    eps = 1e-7
-    nll = -np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))
     return {
         "n": int(len(err)),
         "age_mae": float(err.mean()),
         "age_cs5": float((err <= 5).float().mean()),
         "age_range_coverage": float(inside.float().mean()),
         "age_range_width": float((est.high - est.low).mean()),
+        **gender_metrics(out, gender_temperature),
+    }
+
+
+def group_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
+                  coverage: float = 0.8) -> dict[str, float]:
+    """Age-group labels (FairFace): the group the estimate falls in, exact and within one, and gender."""
+    from training.fairface import age_group_of
+
+    est = decode_age(out.age_logits, age_min, age_temperature, coverage)
+    predicted = torch.tensor([age_group_of(a) for a in est.mean.tolist()])
+    true = torch.tensor([age_group_of(a) for a in out.age_low.tolist()])
+    off = (predicted - true).abs()
+    return {
+        "n": int(len(off)),
+        "age_group_exact": float((off == 0).float().mean()),
+        "age_group_within_one": float((off <= 1).float().mean()),
+        "age_range_coverage": float(range_coverage(est, out.age_low, out.age_high).mean()),
+        **gender_metrics(out, gender_temperature),
+    }
+
+
+def gender_metrics(out: Outputs, gender_temperature: float = 1.0) -> dict[str, float]:
+    p = gender_probability(out.gender_logit, gender_temperature).numpy()
+    y = out.gender.numpy()
+    eps = 1e-7
+    return {
         "gender_accuracy": float(((p >= 0.5) == (y == 1)).mean()),
         "gender_ece": expected_calibration_error(p, y),
-        "gender_nll": float(nll),
+        "gender_nll": float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))),
     }
 
 
 def fit_age_temperature(out: Outputs, age_min: int, coverage: float = 0.8) -> float:
     """The softmax temperature whose `coverage` range holds the true age for that share of faces.
 
-    Coverage grows with temperature (a flatter distribution has a wider range), so a grid
-    search for the closest value is enough.
+    Faces labelled with a group count by the share of the group the range covers. Coverage
+    grows with temperature (a flatter distribution has a wider range), so a grid search for the
+    closest value is enough.
     """
     grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 121))
     def covered(t: float) -> float:
         est = decode_age(out.age_logits, age_min, float(t), coverage)
-        return float(((out.age >= est.low) & (out.age <= est.high)).float().mean())
+        return float(range_coverage(est, out.age_low, out.age_high).mean())
     return float(min(grid, key=lambda t: abs(covered(t) - coverage)))
 
 
@@ -117,3 +170,17 @@ def fit_gender_temperature(out: Outputs) -> float:
     def nll(t: float) -> float:
         return float(torch.nn.functional.binary_cross_entropy_with_logits(out.gender_logit / t, y))
     return float(min(grid, key=nll))
+
+
+def split_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
+                  coverage: float = 0.8) -> dict[str, dict[str, float]]:
+    """Per data set present in `out`: year metrics for UTKFace, group metrics for FairFace."""
+    from training.records import DATASETS
+
+    metrics = {}
+    for d, name in enumerate(DATASETS):
+        mask = out.dataset == d
+        if mask.any():
+            fn = face_metrics if name == "utkface" else group_metrics
+            metrics[name] = fn(out.subset(mask), age_min, age_temperature, gender_temperature, coverage)
+    return metrics

@@ -1,13 +1,19 @@
-"""Turn the UTKFace download into the packed face crops the models train on.
+"""Turn UTKFace and FairFace downloads into the packed face crops the models train on.
 
-    python -m training.prepare --data PATH/UTKFace.tar.gz --out data/utkface
+    python -m training.prepare --data PATH/UTKFace.tar.gz --data PATH/FairFace-train-15k.tar --out data/faces
 
+Each --data is an archive or a folder; its kind (UTKFace or FairFace) is recognised from its content.
 Writes to --out:
-  splits.csv   every kept image with its labels, content hash and split (the split of record)
+  splits.csv   every kept image with its data set, labels, content hash and split (the split of record)
   faces.npz    WebP-encoded 128 px crops + labels, loaded by training.dataset.FacePack
-  prepare.json counts: files, malformed names, duplicates, unreadable images, no-face fallbacks
+  prepare.json counts: files, skipped rows by reason, duplicates, unreadable images, faces found
 Work is done in parts of PART_SIZE images under parts/; an interrupted run picks up where it
 stopped, so re-running the same command only does what is missing.
+
+Faces are found and cropped by the app's own `FaceDetector` and `align_crop`. Where MTCNN finds
+several faces, the one nearest the centre is the labelled one (both sets centre their face).
+Where it finds none, a UTKFace chip is kept as it is (its authors aligned it to the framing the
+crop uses); a FairFace photo is left out and counted.
 """
 
 from __future__ import annotations
@@ -21,35 +27,47 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
-from demo.faces import CROP_MARGIN, CROP_SIZE, FaceDetector, align_crop
-from training.utkface import SPLITS, Record, scan
+from demo.faces import CROP_MARGIN, CROP_SIZE, Face, FaceDetector, align_crop
+from training import fairface, utkface
+from training.records import AGE_KINDS, DATASETS, SPLITS, Record, ScanStats
 
 log = logging.getLogger(__name__)
 
 PART_SIZE = 512
 WEBP_QUALITY = 80
-# UTKFace chips are cropped tight: a face touching the border throws MTCNN's landmarks off
-# (their spread across chips is 4x larger). A black border of a quarter of the side fixes that.
-CHIP_PAD = 0.25
 PACK_NAME = "faces.npz"
+# Status of each image in a part.
+OK, UNREADABLE, NO_FACE = 0, 1, 2
 
 
-def crop_chip(detector: FaceDetector, images: list[Image.Image]) -> list[tuple[Image.Image, bool]]:
-    """Crop each chip the way the app crops a photo; (crop, detected) per image.
+def central_face(faces: list[Face], size: tuple[int, int]) -> Face:
+    """The face whose box centre is nearest the image centre: the labelled face of a data set photo."""
+    cx, cy = size[0] / 2, size[1] / 2
+    return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
 
-    Fallback when MTCNN finds no face: the chip itself, resized. The chips are already aligned
-    by UTKFace's authors to the framing of LANDMARK_TEMPLATE, so this is the same framing.
+
+def crop_faces(detector: FaceDetector, images: list[Image.Image], datasets: list[str]) -> list[dict]:
+    """Crop each image the way the app crops a photo.
+
+    Per image: crop (or None), status, whether a face was detected, its detection score, how many
+    faces were found, and the scores of the others (for choosing the app's detection threshold).
     """
-    padded = [ImageOps.expand(im, round(CHIP_PAD * max(im.size)), fill=(0, 0, 0)) for im in images]
     results = []
-    for image, pad_image, faces in zip(images, padded, detector.detect_batch(padded)):
+    for image, dataset, faces in zip(images, datasets, detector.detect_batch(images)):
         if faces:
-            results.append((align_crop(pad_image, faces[0], CROP_SIZE, CROP_MARGIN), True))
+            face = central_face(faces, image.size)
+            results.append({"crop": align_crop(image, face, CROP_SIZE, CROP_MARGIN), "status": OK, "detected": True,
+                            "score": face.score, "n_faces": len(faces),
+                            "others": [f.score for f in faces if f is not face]})
+        elif dataset == "utkface":
+            crop = image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
+            results.append({"crop": crop, "status": OK, "detected": False, "score": 0.0, "n_faces": 0, "others": []})
         else:
-            results.append((image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR), False))
+            results.append({"crop": None, "status": NO_FACE, "detected": False, "score": 0.0, "n_faces": 0,
+                            "others": []})
     return results
 
 
@@ -60,49 +78,90 @@ def encode_webp(image: Image.Image) -> bytes:
 
 
 def _process_part(detector: FaceDetector, records: list[Record], data: dict[str, bytes], path: Path) -> None:
+    n = len(records)
+    status = np.full(n, UNREADABLE, dtype=np.int8)
+    detected = np.zeros(n, dtype=bool)
+    score = np.zeros(n, dtype=np.float32)
+    n_faces = np.zeros(n, dtype=np.int16)
+    lengths = np.zeros(n, dtype=np.int64)
     images, keep = [], []
     for i, record in enumerate(records):
         try:
-            with Image.open(io.BytesIO(data[record.file])) as im:
+            with Image.open(io.BytesIO(data[record.key])) as im:
                 images.append(im.convert("RGB"))
             keep.append(i)
         except (OSError, ValueError) as error:  # corrupt or truncated file: skip, keep going
             log.warning("unreadable image %s skipped: %s", record.file, error)
-    # Same-size chips go through MTCNN together; odd sizes are grouped by detect_batch.
-    crops = crop_chip(detector, images) if images else []
-    blobs = [encode_webp(crop) for crop, _ in crops]
-    ok = np.zeros(len(records), dtype=bool)
-    ok[keep] = True
-    detected = np.zeros(len(records), dtype=bool)
-    detected[keep] = [d for _, d in crops]
-    lengths = np.zeros(len(records), dtype=np.int64)
-    lengths[keep] = [len(b) for b in blobs]
+    crops = crop_faces(detector, images, [records[i].dataset for i in keep]) if images else []
+    blobs, others = [], []
+    for i, c in zip(keep, crops):
+        status[i], detected[i], score[i], n_faces[i] = c["status"], c["detected"], c["score"], c["n_faces"]
+        others.append(np.array(c["others"], dtype=np.float32))
+        if c["crop"] is not None:
+            blob = encode_webp(c["crop"])
+            blobs.append(blob)
+            lengths[i] = len(blob)
+    others_at = np.zeros(n, dtype=np.int64)
+    others_at[keep] = [len(o) for o in others]
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, ok=ok, detected=detected, lengths=lengths, blob=np.frombuffer(b"".join(blobs), dtype=np.uint8))
+    np.savez(tmp, status=status, detected=detected, score=score, n_faces=n_faces, lengths=lengths,
+             blob=np.frombuffer(b"".join(blobs), dtype=np.uint8),
+             other_scores=np.concatenate(others) if others else np.zeros(0, np.float32), other_counts=others_at)
     os.replace(tmp, path)  # a part exists only once complete
+
+
+SPLITS_HEADER = ["dataset", "file", "sha256", "age_low", "age_high", "gender", "race", "split"]
 
 
 def _write_splits(path: Path, records: list[Record]) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "sha256", "age", "gender", "race", "split"])
+        writer.writerow(SPLITS_HEADER)
         for r in records:
-            writer.writerow([r.file, r.sha256, r.labels.age, r.labels.gender, r.labels.race, r.split])
+            writer.writerow([r.dataset, r.file, r.sha256, r.age_low, r.age_high, r.gender, r.race, r.split])
 
 
 def _check_splits(path: Path, records: list[Record]) -> None:
     """An existing splits.csv must describe the same images and split, or parts would mix."""
     with path.open() as f:
-        rows = [(row["file"], row["sha256"], row["split"]) for row in csv.DictReader(f)]
-    if rows != [(r.file, r.sha256, r.split) for r in records]:
-        raise SystemExit(f"{path} describes another data set or seed; choose a new --out folder")
+        rows = [(row.get("dataset"), row["file"], row["sha256"], row["split"]) for row in csv.DictReader(f)]
+    if rows != [(r.dataset, r.file, r.sha256, r.split) for r in records]:
+        raise SystemExit(f"{path} describes other data or another seed; choose a new --out folder")
 
 
-def prepare(source: Path, out: Path, seed: int = 0, device: str = "cpu") -> dict:
+def kind_of(source: Path) -> str:
+    """'fairface' when the source holds a FairFace labels file, else 'utkface'."""
+    return "fairface" if fairface.looks_like_fairface(source) else "utkface"
+
+
+def scan_sources(sources: list[Path], seed: int) -> tuple[list[Record], dict[str, bytes], dict[str, dict]]:
+    """All records of all sources, byte-identical images across sources dropped, and per-source counts."""
+    records: list[Record] = []
+    data: dict[str, bytes] = {}
+    seen: set[str] = set()
+    counts: dict[str, dict] = {}
+    for source in sources:
+        kind = kind_of(source)
+        found, blobs, stats = (fairface.scan if kind == "fairface" else utkface.scan)(source, seed)
+        if not found:
+            raise SystemExit(f"no labelled {kind} images found in {source}")
+        fresh = [r for r in found if r.sha256 not in seen]
+        seen.update(r.sha256 for r in fresh)
+        records += fresh
+        data.update((r.key, blobs[r.key]) for r in fresh)
+        counts[str(source)] = _source_counts(kind, stats, len(found) - len(fresh))
+    return records, data, counts
+
+
+def _source_counts(kind: str, stats: ScanStats, cross_duplicates: int) -> dict:
+    return {"kind": kind, "files": stats.files, "skipped": dict(stats.skipped),
+            "duplicates_dropped": stats.duplicates + cross_duplicates}
+
+
+def prepare(sources: Path | list[Path], out: Path, seed: int = 0, device: str = "cpu") -> dict:
+    sources = [sources] if isinstance(sources, Path) else list(sources)
     out.mkdir(parents=True, exist_ok=True)
-    records, data, stats = scan(source, seed)
-    if not records:
-        raise SystemExit(f"no labelled UTKFace images found in {source}")
+    records, data, source_counts = scan_sources(sources, seed)
     splits_path = out / "splits.csv"
     if splits_path.exists():
         _check_splits(splits_path, records)
@@ -123,61 +182,73 @@ def prepare(source: Path, out: Path, seed: int = 0, device: str = "cpu") -> dict
             bar.update(len(chunks[i]))
 
     summary = _pack(records, [parts_dir / f"part_{i:05d}.npz" for i in range(len(chunks))], out / PACK_NAME)
-    summary.update(
-        files=stats.files, malformed_names=stats.malformed, duplicates_dropped=stats.duplicates,
-        seed=seed, crop_size=CROP_SIZE, crop_margin=CROP_MARGIN, chip_pad=CHIP_PAD, webp_quality=WEBP_QUALITY,
-    )
+    summary.update(sources=source_counts, seed=seed, crop_size=CROP_SIZE, crop_margin=CROP_MARGIN,
+                   webp_quality=WEBP_QUALITY)
     (out / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def _pack(records: list[Record], parts: list[Path], path: Path) -> dict:
-    ok, detected, lengths, blobs = [], [], [], []
-    for part in parts:
-        with np.load(part) as z:
-            ok.append(z["ok"])
-            detected.append(z["detected"])
-            lengths.append(z["lengths"])
-            blobs.append(z["blob"])
-    ok = np.concatenate(ok)
+    z = [dict(np.load(part)) for part in parts]
+    status = np.concatenate([p["status"] for p in z])
+    ok = status == OK
     kept = [r for r, k in zip(records, ok) if k]
-    lengths = np.concatenate(lengths)[ok]
-    detected = np.concatenate(detected)[ok]
+    lengths = np.concatenate([p["lengths"] for p in z])[ok]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    split_index = {name: i for i, name in enumerate(SPLITS)}
+    # The other detections' scores, labelled with the data set and split of their photo.
+    other_counts = np.concatenate([p["other_counts"] for p in z])
+    image_dataset = np.array([DATASETS.index(r.dataset) for r in records], dtype=np.int8)
+    image_split = np.array([SPLITS.index(r.split) for r in records], dtype=np.int8)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
         tmp,
-        blob=np.concatenate(blobs),
+        blob=np.concatenate([p["blob"] for p in z]),
         offsets=offsets,
-        age=np.array([r.labels.age for r in kept], dtype=np.int16),
-        gender=np.array([r.labels.gender for r in kept], dtype=np.int8),
-        race=np.array([r.labels.race for r in kept], dtype=np.int8),
-        split=np.array([split_index[r.split] for r in kept], dtype=np.int8),
-        detected=detected,
+        dataset=image_dataset[ok],
+        age_kind=np.array([AGE_KINDS.index(r.age_kind) for r in kept], dtype=np.int8),
+        age_low=np.array([r.age_low for r in kept], dtype=np.int16),
+        age_high=np.array([r.age_high for r in kept], dtype=np.int16),
+        gender=np.array([r.gender for r in kept], dtype=np.int8),
+        race=np.array([r.race for r in kept], dtype=np.int8),
+        split=image_split[ok],
+        detected=np.concatenate([p["detected"] for p in z])[ok],
+        det_score=np.concatenate([p["score"] for p in z])[ok],
+        n_faces=np.concatenate([p["n_faces"] for p in z])[ok],
         files=np.array([r.file for r in kept]),
+        other_scores=np.concatenate([p["other_scores"] for p in z]),
+        other_dataset=np.repeat(image_dataset, other_counts),
+        other_split=np.repeat(image_split, other_counts),
     )
     os.replace(tmp, path)
-    counts = {s: sum(r.split == s for r in kept) for s in SPLITS}
-    return {
-        "images": len(kept),
-        "unreadable": int((~ok).sum()),
-        "no_face_fallback": int((~detected).sum()),
-        "splits": counts,
-        "pack_bytes": path.stat().st_size,
-    }
+    summary: dict = {"images": len(kept), "pack_bytes": path.stat().st_size, "datasets": {}}
+    for d, name in enumerate(DATASETS):
+        mine = image_dataset == d
+        if not mine.any():
+            continue
+        n_faces = np.concatenate([p["n_faces"] for p in z])[mine]
+        summary["datasets"][name] = {
+            "images": int((ok & mine).sum()),
+            "unreadable": int(((status == UNREADABLE) & mine).sum()),
+            "no_face_left_out": int(((status == NO_FACE) & mine).sum()),
+            "no_face_chip_kept": int((ok & mine & ~np.concatenate([p["detected"] for p in z])).sum()),
+            "several_faces_took_central": int((n_faces > 1).sum()),
+            "splits": {s: sum(r.split == s and r.dataset == name for r in kept) for s in SPLITS},
+        }
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="UTKFace.tar.gz as downloaded, or its folder")
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="UTKFace or FairFace archive or folder, as downloaded; repeat for several")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0: the project's split)")
     parser.add_argument("--device", default="cpu", help="device for MTCNN")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if not args.data.exists():
-        raise SystemExit(f"--data {args.data} does not exist")
+    missing = [str(p) for p in args.data if not p.exists()]
+    if missing:
+        raise SystemExit(f"--data {', '.join(missing)} does not exist")
     summary = prepare(args.data, args.out, seed=args.seed, device=args.device)
     print(json.dumps(summary, indent=2))
 

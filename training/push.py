@@ -20,7 +20,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
-from training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from demo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 
 UPLOADED = (WEIGHTS_NAME, CONFIG_NAME, "train_config.json", "history.csv", "val_metrics.json")
 DATASET = "UTKFace"
@@ -36,29 +36,41 @@ def model_metrics(metrics_path: Path | None, architecture: str) -> dict | None:
     return None
 
 
+# (metric type, name on the card, key in the metrics) per data set, for the card's model-index.
+CARD_METRICS = {
+    "utkface": (("mae", "Age MAE (years)", "age_mae"), ("cs5", "Age CS@5", "age_cs5"),
+                ("coverage", "80% age range coverage", "age_range_coverage"),
+                ("accuracy", "Gender accuracy", "gender_accuracy"),
+                ("ece", "Gender expected calibration error", "gender_ece")),
+    "fairface": (("accuracy", "Age group accuracy (exact)", "age_group_exact"),
+                 ("accuracy", "Age group accuracy (within one group)", "age_group_within_one"),
+                 ("accuracy", "Gender accuracy", "gender_accuracy"),
+                 ("ece", "Gender expected calibration error", "gender_ece")),
+}
+TITLES = {"utkface": "UTKFace", "fairface": "FairFace"}
+
+
 def build_card(folder: Path, metrics: dict | None, repo_id: str) -> ModelCard:
     config = read_config(folder)
     eval_results = []
-    if metrics:
-        overall = metrics["overall"]
-        for metric_type, name, value in (
-            ("mae", "Age MAE (years)", overall["age_mae"]),
-            ("cs5", "Age CS@5", overall["age_cs5"]),
-            ("coverage", "80% age range coverage", overall["age_range_coverage"]),
-            ("accuracy", "Gender accuracy", overall["gender_accuracy"]),
-            ("ece", "Gender expected calibration error", overall["gender_ece"]),
-        ):
+    for dataset, entries in CARD_METRICS.items():
+        if not metrics or dataset not in metrics:
+            continue
+        overall = metrics[dataset]["overall"]
+        for metric_type, name, key in entries:
             eval_results.append(EvalResult(
-                task_type="image-classification", dataset_type="utkface",
-                dataset_name=f"{DATASET} ({metrics['split']} split)", metric_type=metric_type, metric_name=name,
-                metric_value=round(float(value), 4),
+                task_type="image-classification", dataset_type=dataset,
+                dataset_name=f"{TITLES[dataset]} ({metrics['split']} split)", metric_type=metric_type,
+                metric_name=name, metric_value=round(float(overall[key]), 4),
             ))
+    datasets = [TITLES[d] for d in CARD_METRICS if metrics and d in metrics] or [DATASET]
     data = ModelCardData(
         library_name="pytorch", license="other", license_name="utkface-non-commercial",
         tags=["age-estimation", "gender-classification", "face", "safetensors"],
-        datasets=["UTKFace"], model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
+        datasets=datasets, model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
-    text = f"---\n{data.to_yaml()}\n---\n\n" + _card_body(config, metrics, repo_id, _training_summary(folder))
+    body = _card_body(config, metrics, repo_id, _training_summary(folder), _trained_on(folder))
+    text = f"---\n{data.to_yaml()}\n---\n\n" + body
     return ModelCard(text)
 
 
@@ -77,7 +89,15 @@ def _training_summary(folder: Path) -> str | None:
             "settings in `train_config.json`, per-epoch log in `history.csv`.")
 
 
-def _card_body(config, metrics: dict | None, repo_id: str, training: str | None = None) -> str:
+def _trained_on(folder: Path) -> str:
+    """The data sets the run was validated on (val_metrics.json has one entry per data set)."""
+    path = folder / "val_metrics.json"
+    sets = [TITLES[k] for k in json.loads(path.read_text()) if k in TITLES] if path.is_file() else []
+    return " and ".join(sets or [DATASET])
+
+
+def _card_body(config, metrics: dict | None, repo_id: str, training: str | None = None,
+               trained_on: str = DATASET) -> str:
     lines = [
         f"# {config.name}", "",
         f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
@@ -87,36 +107,23 @@ def _card_body(config, metrics: dict | None, repo_id: str, training: str | None 
         "## Use", "",
         "```python",
         "from huggingface_hub import snapshot_download",
-        "from training.checkpoint import load_model  # from this model's GitHub project",
+        "from demo.checkpoint import load_model  # from this model's GitHub project",
         f"model = load_model(snapshot_download('{repo_id}'))",
         "```", "",
         "Preprocessing (crop, resize, normalisation) is described by `config.json`; `demo.faces` implements it.", "",
     ]
     if metrics:
-        o = metrics["overall"]
-        lines += [
-            f"## Results on the UTKFace {metrics['split']} split ({o['n']} faces)", "",
-            "| age MAE | CS@5 | 80 % range coverage | gender accuracy | gender ECE | CPU ms/face |",
-            "| --- | --- | --- | --- | --- | --- |",
-            f"| {o['age_mae']:.2f} | {100 * o['age_cs5']:.1f} % | {100 * o['age_range_coverage']:.1f} % | "
-            f"{100 * o['gender_accuracy']:.2f} % | {o['gender_ece']:.3f} | {metrics['cpu_ms_per_face']:.1f} |", "",
-        ]
-        for key, title in (("by_age_band", "By age band"), ("by_ethnicity", "By ethnicity")):
-            lines += [f"### {title}", "", "| group | n | age MAE | range coverage | gender accuracy |",
-                      "| --- | --- | --- | --- | --- |"]
-            for group, g in metrics[key].items():
-                lines.append(f"| {group} | {g['n']} | {g['age_mae']:.2f} | {100 * g['age_range_coverage']:.0f} % | "
-                             f"{100 * g['gender_accuracy']:.1f} % |")
-            lines.append("")
+        lines += _results(metrics)
     else:
         lines += ["## Results", "", "Not evaluated yet: run `python -m training.evaluate` and push with --metrics.", ""]
     if training:
         lines += ["## Training", "", training, ""]
     lines += [
         "## Training data and licence", "",
-        "Trained on UTKFace (aligned and cropped faces, about 20,000 images, ages 1-116, labelled with age, "
-        "binary gender and one of five ethnicity groups). UTKFace is available for non-commercial research and "
-        "education only, and so are these weights.", "",
+        f"Trained on {trained_on}. UTKFace (aligned and cropped faces, about 20,000 images, "
+        "ages 1-116, labelled with age, binary gender and one of five ethnicity groups) is available for "
+        "non-commercial research and education only, and so are these weights. FairFace (Flickr photos in the "
+        "wild, nine age groups, binary gender, seven race groups) is CC BY 4.0 (Karkkainen and Joo, 2021).", "",
         "## Intended use and limits", "",
         "- For demonstrations, teaching and research on age and gender estimation; not for decisions about people "
         "(identity, access, eligibility, law enforcement or anything with legal or similar effect).",
@@ -127,6 +134,45 @@ def _card_body(config, metrics: dict | None, repo_id: str, training: str | None 
         "make-up and heavy filters.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _results(metrics: dict) -> list[str]:
+    lines = []
+    if "utkface" in metrics:
+        u = metrics["utkface"]
+        o = u["overall"]
+        lines += [
+            f"## Results on the UTKFace {metrics['split']} split ({o['n']} faces)", "",
+            "| age MAE | CS@5 | 80 % range coverage | gender accuracy | gender ECE | CPU ms/face |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {o['age_mae']:.2f} | {100 * o['age_cs5']:.1f} % | {100 * o['age_range_coverage']:.1f} % | "
+            f"{100 * o['gender_accuracy']:.2f} % | {o['gender_ece']:.3f} | {metrics['cpu_ms_per_face']:.1f} |", "",
+        ]
+        for key, title in (("by_age_band", "By age band"), ("by_ethnicity", "By ethnicity")):
+            lines += [f"### {title}", "", "| group | n | age MAE | range coverage | gender accuracy |",
+                      "| --- | --- | --- | --- | --- |"]
+            for group, g in u[key].items():
+                lines.append(f"| {group} | {g['n']} | {g['age_mae']:.2f} | {100 * g['age_range_coverage']:.0f} % | "
+                             f"{100 * g['gender_accuracy']:.1f} % |")
+            lines.append("")
+    if "fairface" in metrics:
+        f = metrics["fairface"]
+        o = f["overall"]
+        lines += [
+            f"## Results on the FairFace {metrics['split']} split ({o['n']} faces)", "",
+            "Age is scored by the FairFace age group its estimate falls in.", "",
+            "| age group exact | within one group | gender accuracy | gender ECE |", "| --- | --- | --- | --- |",
+            f"| {100 * o['age_group_exact']:.1f} % | {100 * o['age_group_within_one']:.1f} % | "
+            f"{100 * o['gender_accuracy']:.2f} % | {o['gender_ece']:.3f} |", "",
+        ]
+        for key, title in (("by_race", "By race group"), ("by_age_group", "By age group")):
+            lines += [f"### {title} (FairFace)", "", "| group | n | age group exact | within one | gender accuracy |",
+                      "| --- | --- | --- | --- | --- |"]
+            for group, g in f[key].items():
+                lines.append(f"| {group} | {g['n']} | {100 * g['age_group_exact']:.1f} % | "
+                             f"{100 * g['age_group_within_one']:.1f} % | {100 * g['gender_accuracy']:.1f} % |")
+            lines.append("")
+    return lines
 
 
 def stage_files(folder: Path, metrics: dict | None, card: ModelCard, stage: Path) -> list[Path]:

@@ -1,8 +1,12 @@
 """Train Model A (from scratch) or Model B (pretrained backbone, two stages) on the packed crops.
 
-    python -m training.train --model a --data data/utkface --out runs/model_a
-    python -m training.train --model b --data data/utkface --out runs/model_b \
-        --backbone-weights ../shared/weights/efficientnet-lite0-57934424.pth
+    python -m training.train --model a --data data/faces --out runs/model_a
+    python -m training.train --model b --data data/faces --out runs/model_b   # downloads ImageNet weights
+    python -m training.train --model b ... --backbone-weights efficientnet-lite0-57934424.pth   # offline
+
+The pack may hold UTKFace (ages in years) and FairFace (age groups); training draws from both,
+in their natural proportions or in the shares given by --mix (recorded in train_config.json, and
+the faces drawn from each set per epoch in history.csv).
 
 RUN_DIR ends up holding a model folder (model.safetensors + config.json, the best epoch on the
 validation loss, with calibration fitted on validation), train_config.json, history.csv (one
@@ -28,13 +32,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from demo.checkpoint import ModelConfig, build_from_config, save_model
 from demo.faces import CROP_MARGIN, CROP_SIZE
-from training.checkpoint import ModelConfig, build_from_config, save_model
-from training.dataset import AugmentConfig, FaceDataset, FacePack
-from training.heads import decode_age
+from demo.heads import decode_age
+from demo.models import NORMALISATION
+from training.backbones import load_pretrained_backbone
+from training.dataset import AugmentConfig, FaceDataset, FacePack, mixed_order
 from training.losses import LossWeights, multitask_loss
-from training.metrics import collect_outputs, face_metrics, fit_age_temperature, fit_gender_temperature
-from training.models import NORMALISATION, load_pretrained_backbone
+from training.metrics import collect_outputs, fit_age_temperature, fit_gender_temperature, split_metrics
+from training.records import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +56,14 @@ class TrainConfig:
     """Every setting of a run; saved as RUN_DIR/train_config.json."""
 
     model: str = "a"
-    data: str = "data/utkface"
+    data: str = "data/faces"
+    mix: dict[str, float] = field(default_factory=dict)  # data set -> share of each epoch; {}: natural
     out: str = "runs/model_a"
     architecture: str = ""  # default: MODEL_DEFAULTS[model]
     input_size: int = 0  # default: MODEL_DEFAULTS[model]
     widths: tuple[int, ...] = (32, 64, 128, 256)  # Model A's trunk
     backbone_weights: str | None = None  # Model B: local ImageNet file; None downloads
+    flip: bool = False  # average answers over the face and its mirror image (calibration and serving)
     epochs: int = 30
     stage1_epochs: int = 3  # Model B: epochs with the backbone frozen
     finetune_stages: int = 3  # Model B: top backbone stages trained in stage 2
@@ -100,6 +108,7 @@ class TrainConfig:
         return ModelConfig(
             name=MODEL_DEFAULTS[self.model]["name"], architecture=self.architecture, input_size=self.input_size,
             mean=mean, std=std, crop_size=CROP_SIZE, crop_margin=CROP_MARGIN, arch_kwargs=arch_kwargs, tasks=tasks,
+            flip=self.flip,
         )
 
     @classmethod
@@ -161,7 +170,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "pin_memory": cfg.cuda,
                    "persistent_workers": cfg.num_workers > 0}
     val_loader = DataLoader(val_ds, shuffle=False, **loader_args)
-    log.info("%d training and %d validation faces from %s", len(train_ds), len(val_ds), pack.path)
+    train_sets = pack.dataset[train_ds.indices]
+    log.info("%d training (%s) and %d validation faces from %s; mix %s", len(train_ds),
+             ", ".join(f"{n} {name}" for name, n in _count_by_set(train_sets).items()), len(val_ds), pack.path,
+             cfg.mix or "natural")
 
     model = build_from_config(mcfg)
     if cfg.model == "b" and not resume:
@@ -192,19 +204,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             state["bad_epochs"] = 0
         # Per-epoch seeds make a resumed run draw the same batches and augmentations.
         seed_everything(cfg.seed + epoch)
-        train_loader = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                                  generator=torch.Generator().manual_seed(cfg.seed + epoch), **loader_args)
+        order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
+        train_loader = DataLoader(train_ds, sampler=order.tolist(), drop_last=len(train_ds) > cfg.batch_size,
+                                  **loader_args)
         started = time.perf_counter()
         train_stats = _train_epoch(cfg, model, train_loader, optimizer, scheduler, mcfg, epoch, state)
         seconds = time.perf_counter() - started
         val_out = collect_outputs(model, val_loader, cfg.device, cfg.cuda and cfg.channels_last)
-        val_loss, _ = multitask_loss(val_out.age_logits, val_out.gender_logit, val_out.age, val_out.gender,
-                                     mcfg.age_min, cfg.loss)
-        val = face_metrics(val_out, mcfg.age_min)
+        val_loss, _ = multitask_loss(val_out.age_logits, val_out.gender_logit, val_out.age_low, val_out.age_high,
+                                     val_out.gender, mcfg.age_min, cfg.loss)
+        val = split_metrics(val_out, mcfg.age_min)
         images = train_stats.pop("images")
+        drawn = {f"n_{name}": n for name, n in _count_by_set(train_sets[order]).items()}
         row = {"epoch": epoch + 1, "stage": stage, "lr": optimizer.param_groups[0]["lr"], **train_stats,
-               "val_loss": float(val_loss), "val_mae": val["age_mae"], "val_acc": val["gender_accuracy"],
-               "seconds": round(seconds, 1), "images_per_s": round(images / seconds, 1)}
+               "val_loss": float(val_loss), "val_mae": val.get("utkface", {}).get("age_mae", math.nan),
+               "val_acc": float(((val_out.gender_logit > 0) == (val_out.gender == 1)).float().mean()),
+               "val_group_exact": val.get("fairface", {}).get("age_group_exact", math.nan),
+               "seconds": round(seconds, 1), "images_per_s": round(images / seconds, 1), **drawn}
         state["history"].append(row)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         state["epoch"] = epoch + 1
@@ -228,34 +244,43 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def _train_epoch(cfg, model, loader, optimizer, scheduler, mcfg, epoch, state) -> dict:
     model.train()
-    totals = {"loss": 0.0, "abs_err": 0.0, "correct": 0.0, "n": 0}
+    # Running MAE over the faces labelled in years only (a group has no single true age).
+    totals = {"loss": 0.0, "abs_err": 0.0, "years": 0, "correct": 0.0, "n": 0}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-    for x, age, gender, _ in bar:
-        x, age, gender = (t.to(cfg.device, non_blocking=True) for t in (x, age, gender))
+    for x, age_low, age_high, gender, _, _ in bar:
+        x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in (x, age_low, age_high, gender))
         if cfg.cuda and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.cuda and cfg.amp):
             age_logits, gender_logit = model(x)
-        loss, _ = multitask_loss(age_logits, gender_logit, age, gender, mcfg.age_min, cfg.loss)
+        loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, mcfg.age_min, cfg.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         state["step"] += 1
         with torch.no_grad():
-            n = len(age)
+            n = len(age_low)
             totals["n"] += n
             totals["loss"] += loss.item() * n
-            totals["abs_err"] += (decode_age(age_logits.detach(), mcfg.age_min).mean - age).abs().sum().item()
+            year = age_low == age_high
+            err = (decode_age(age_logits.detach(), mcfg.age_min).mean - age_low).abs()
+            totals["abs_err"] += err[year].sum().item()
+            totals["years"] += int(year.sum())
             totals["correct"] += ((gender_logit.detach() > 0) == (gender == 1)).sum().item()
         n = totals["n"]
-        bar.set_postfix(loss=f"{totals['loss'] / n:.3f}", mae=f"{totals['abs_err'] / n:.2f}",
+        bar.set_postfix(loss=f"{totals['loss'] / n:.3f}", mae=f"{totals['abs_err'] / max(1, totals['years']):.2f}",
                         acc=f"{totals['correct'] / n:.3f}")
         if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
             break
     n = max(1, totals["n"])
-    return {"train_loss": totals["loss"] / n, "train_mae": totals["abs_err"] / n, "train_acc": totals["correct"] / n,
+    mae = totals["abs_err"] / totals["years"] if totals["years"] else math.nan
+    return {"train_loss": totals["loss"] / n, "train_mae": mae, "train_acc": totals["correct"] / n,
             "images": totals["n"]}
+
+
+def _count_by_set(datasets: np.ndarray) -> dict[str, int]:
+    return {name: int((datasets == d).sum()) for d, name in enumerate(DATASETS) if (datasets == d).any()}
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -276,15 +301,17 @@ def _save_resume(path: Path, model, optimizer, scheduler, stage: int, state: dic
 
 def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig) -> dict:
     """Fit both temperatures on validation for the best checkpoint; write them and its metrics."""
-    from training.checkpoint import load_model
+    from demo.checkpoint import load_model
 
     loaded = load_model(run_dir, cfg.device)
-    out = collect_outputs(loaded.model, val_loader, cfg.device)
     mcfg = loaded.config
+    out = collect_outputs(loaded.model, val_loader, cfg.device, flip=mcfg.flip)
+    # Fitted on the validation faces of every data set in the pack.
     mcfg.age_temperature = fit_age_temperature(out, mcfg.age_min, mcfg.range_coverage)
     mcfg.gender_temperature = fit_gender_temperature(out)
     save_model(loaded.model, mcfg, run_dir)
-    metrics = face_metrics(out, mcfg.age_min, mcfg.age_temperature, mcfg.gender_temperature, mcfg.range_coverage)
+    metrics: dict = split_metrics(out, mcfg.age_min, mcfg.age_temperature, mcfg.gender_temperature,
+                                  mcfg.range_coverage)
     metrics.update(age_temperature=mcfg.age_temperature, gender_temperature=mcfg.gender_temperature)
     (run_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("validation after calibration: %s", json.dumps(metrics))
@@ -296,6 +323,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     d = TrainConfig()
     p.add_argument("--model", choices=["a", "b"], required=True)
     p.add_argument("--data", default=d.data, help="folder written by training.prepare")
+    p.add_argument("--mix", default="", help="share of each epoch per data set, e.g. utkface=0.6,fairface=0.4 "
+                   "(default: natural proportions)")
+    p.add_argument("--flip", action="store_true", help="average answers over each face and its mirror image")
     p.add_argument("--out", help="run folder (default runs/model_a or runs/model_b)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
     p.add_argument("--architecture", default="", help="scratch_cnn, mobilenet_v2, efficientnet_lite0 or _lite2")
@@ -326,7 +356,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         saved = json.loads((Path(out) / "train_config.json").read_text())
         return TrainConfig.from_dict(saved), True
     cfg = TrainConfig(
-        model=a.model, data=a.data, out=out, architecture=a.architecture, input_size=a.input_size,
+        model=a.model, data=a.data, mix=parse_mix(a.mix), flip=a.flip, out=out, architecture=a.architecture,
+        input_size=a.input_size,
         widths=tuple(int(w) for w in a.widths.split(",")), backbone_weights=a.backbone_weights, epochs=a.epochs,
         stage1_epochs=a.stage1_epochs, finetune_stages=a.finetune_stages, batch_size=a.batch_size, lr=a.lr,
         finetune_lr=a.finetune_lr, weight_decay=a.weight_decay, dropout=a.dropout,
@@ -335,6 +366,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         limit=a.limit, device=a.device, amp=not a.no_amp, num_workers=a.workers, seed=a.seed,
     )
     return cfg, False
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, share = part.partition("=")
+        if name not in DATASETS or not share:
+            raise SystemExit(f"--mix takes NAME=SHARE pairs with NAME in {', '.join(DATASETS)}, not {part!r}")
+        mix[name] = float(share)
+    return mix
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,22 +1,18 @@
 """Model A (CNN from scratch) and Model B (ImageNet backbone), both with AgeGenderHeads.
 
 `build_model(architecture, num_age_bins, **kwargs)` is the one registry the trainer and the
-checkpoint loader use. Nothing here downloads: pretrained weights are loaded on request by
-`load_pretrained_backbone`, from torchvision's cache/download or from a local file.
+checkpoint loader use. Nothing here downloads: ImageNet weights for training are loaded by
+`training.backbones`; the app loads whole trained models through `demo.checkpoint`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from training.heads import AgeGenderHeads
-
-log = logging.getLogger(__name__)
+from demo.heads import AgeGenderHeads
 
 
 class ScratchCNN(nn.Module):
@@ -137,36 +133,3 @@ def build_model(architecture: str, num_age_bins: int, **kwargs) -> nn.Module:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[architecture](num_age_bins=num_age_bins, **kwargs)
-
-
-PRETRAINED_FILES = {
-    "mobilenet_v2": "mobilenet_v2-b0353104.pth",
-    "efficientnet_lite0": "efficientnet-lite0-57934424.pth",
-    "efficientnet_lite2": "efficientnet-lite2-9656183e.pth",
-}
-
-
-def load_pretrained_backbone(model: BackboneModel, architecture: str, weights: Path | None = None) -> None:
-    """Load ImageNet weights into `model.backbone` from a local file, or torchvision's download.
-
-    The local file is the torchvision checkpoint for mobilenet_v2, or the efficientnet_pytorch
-    checkpoint for the Lite models, whose tensors map one to one, in order, onto timm's.
-    """
-    if weights is None:
-        if architecture != "mobilenet_v2":
-            raise ValueError(f"{architecture} has no download path here; pass --backbone-weights FILE")
-        from torchvision.models import MobileNet_V2_Weights
-
-        state = MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only, no code
-    if architecture == "mobilenet_v2":
-        state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-        model.backbone.load_state_dict(state)
-    else:
-        own = model.backbone.state_dict()
-        theirs = [v for k, v in state.items() if not k.startswith("_fc.")]
-        if len(own) != len(theirs) or any(a.shape != b.shape for a, b in zip(own.values(), theirs)):
-            raise ValueError(f"{weights} does not match {architecture}'s layers")
-        model.backbone.load_state_dict(dict(zip(own, theirs)))
-    log.info("loaded ImageNet weights for %s from %s", architecture, weights or "torchvision")

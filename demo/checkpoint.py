@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.heads import AgeEstimate, decode_age, gender_probability
-from training.models import build_model
+from demo.heads import AgeEstimate, decode_age, gender_probability
+from demo.models import build_model
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -45,6 +45,8 @@ class ModelConfig:
     age_temperature: float = 1.0  # fitted on validation so the range has its stated coverage
     gender_temperature: float = 1.0  # fitted on validation by log-likelihood
     range_coverage: float = 0.8
+    # Average each answer over the face and its mirror image (calibration is fitted the same way).
+    flip: bool = False
     gender_labels: tuple[str, str] = ("male", "female")
     tasks: tuple[str, ...] = ("age", "gender")
     format_version: int = FORMAT_VERSION
@@ -97,6 +99,19 @@ def read_config(folder: Path) -> ModelConfig:
         raise ModelLoadError(f"{path} is not a valid model config: {error}") from error
 
 
+def forward_with_flip(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs averaged over each face and its mirror image, in one batch.
+
+    Age: the log of the mean of the two distributions (so the result is still log-probabilities up
+    to a constant); gender: the mean of the two logits.
+    """
+    age_logits, gender_logit = model(torch.cat([batch, batch.flip(-1)]))
+    n = len(batch)
+    probs = torch.softmax(age_logits.float(), dim=-1)
+    age = ((probs[:n] + probs[n:]) / 2).clamp_min(1e-12).log()
+    return age, (gender_logit[:n].float() + gender_logit[n:].float()) / 2
+
+
 @dataclass
 class Prediction:
     """Decoded outputs for a batch of faces."""
@@ -116,8 +131,9 @@ class LoadedModel:
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> Prediction:
-        age_logits, gender_logit = self.model(batch.to(self.device))
         c = self.config
+        batch = batch.to(self.device)
+        age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
         return Prediction(
             age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_coverage),
             p_female=gender_probability(gender_logit, c.gender_temperature),

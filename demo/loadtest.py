@@ -1,0 +1,154 @@
+"""Load test of the Photo tab's API: many clients uploading at once, on this machine only.
+
+    python -m demo.loadtest --clients 20 --requests 10              # starts `python app.py --offline` itself
+    python -m demo.loadtest --url http://127.0.0.1:7860 --pid 1234  # an app already running (pid: for memory)
+
+Each client (a thread with its own gradio_client) uploads --image --requests times, one after
+another, after one warm-up request each. Prints requests ok, errors, p50 / p95 latency, throughput, and the server's resident
+memory before and after. Only loopback URLs are accepted: this is not a tool for other people's
+servers. The whole run is bounded by --time-limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGE = Path(__file__).parent / "examples" / "grace_hopper.jpg"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MB (Linux /proc), or None when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, wait_s: float = 180) -> subprocess.Popen:
+    """`python app.py --offline` on a free loopback port, returned once it answers."""
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--offline", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the app exited with code {proc.returncode} before it served")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.terminate()
+    raise SystemExit(f"the app did not answer within {wait_s:.0f} s")
+
+
+def run_load(url: str, image: Path, clients: int, requests: int, time_limit: float) -> dict:
+    """Every client's requests, timed; stops starting new ones after `time_limit` seconds."""
+    from gradio_client import Client, handle_file
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + time_limit
+
+    def client_loop() -> None:
+        client = Client(url, verbose=False)
+        for _ in range(requests):
+            if time.monotonic() > deadline:
+                return
+            start = time.perf_counter()
+            try:
+                client.predict(handle_file(str(image)), api_name="/predict")
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+            except Exception as error:  # every failure counts, whatever its kind
+                with lock:
+                    errors.append(f"{type(error).__name__}: {error}"[:200])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        wait([pool.submit(client_loop) for _ in range(clients)])
+    elapsed = time.perf_counter() - started
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    return {"clients": clients, "requests_per_client": requests, "ok": len(latencies), "errors": len(errors),
+            "error_examples": sorted(set(errors))[:3], "p50_s": float(np.median(lat)),
+            "p95_s": float(np.percentile(lat, 95)), "throughput_per_s": len(latencies) / elapsed,
+            "seconds": elapsed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=10, help="requests per client")
+    parser.add_argument("--url", help="a running app on this machine (default: start one)")
+    parser.add_argument("--pid", type=int, help="with --url: the server's process id, to read its memory")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--time-limit", type=float, default=900, help="stop starting requests after this many s")
+    parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
+    args = parser.parse_args(argv)
+    if not (1 <= args.clients <= 100 and 1 <= args.requests <= 1000):
+        parser.error("--clients 1-100 and --requests 1-1000")
+    if not args.image.is_file():
+        parser.error(f"--image {args.image} not found")
+    proc = None
+    if args.url:
+        if urlparse(args.url).hostname not in LOOPBACK:
+            parser.error("--url must be on this machine (127.0.0.1, localhost or ::1)")
+        url, pid = args.url, args.pid
+    else:
+        port = free_port()
+        print(f"starting python app.py --offline on port {port} ...", file=sys.stderr)
+        proc = start_app(port)
+        url, pid = f"http://127.0.0.1:{port}/", proc.pid
+    try:
+        # One request per client first, not counted: the server's first answers allocate what it
+        # keeps (model workspaces, thread pools), which is not growth.
+        run_load(url, args.image, args.clients, 1, args.time_limit)
+        before = rss_mb(pid) if pid else None
+        result = run_load(url, args.image, args.clients, args.requests, args.time_limit)
+        result.update(memory_before_mb=before, memory_after_mb=rss_mb(pid) if pid else None, url=url,
+                      image=str(args.image), cpus=os.cpu_count())
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    mem = (f"{result['memory_before_mb']:.0f} MB -> {result['memory_after_mb']:.0f} MB"
+           if before is not None and result["memory_after_mb"] is not None else "not measured (pass --pid)")
+    print(f"requests ok: {result['ok']}, errors: {result['errors']}\n"
+          f"latency p50 {result['p50_s']:.2f} s, p95 {result['p95_s']:.2f} s\n"
+          f"throughput {result['throughput_per_s']:.2f} requests/s over {result['seconds']:.0f} s\n"
+          f"server memory {mem}")
+    for example in result["error_examples"]:
+        print("error:", example)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""What every training source turns into: one labelled image, its content hash and its split.
+
+UTKFace labels an age in years, FairFace an age group; both become a range of years
+[age_low, age_high] (a single year when low == high), so one loss and one pack format serve both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DATASETS = ("utkface", "fairface")
+AGE_KINDS = ("year", "group")
+AGE_MIN, AGE_MAX = 1, 116  # the age head's bins
+GENDERS = ("male", "female")
+
+
+@dataclass(frozen=True)
+class Record:
+    dataset: str  # one of DATASETS
+    file: str  # path inside the archive or folder, as its labels name it
+    sha256: str
+    age_low: int
+    age_high: int  # == age_low for an age in years
+    gender: int  # 0 male, 1 female
+    race: int  # index into the data set's own list of race groups
+    split: str
+
+    @property
+    def key(self) -> str:
+        """Unique across data sets: the key of the image bytes in `scan` results."""
+        return f"{self.dataset}:{self.file}"
+
+    @property
+    def age_kind(self) -> str:
+        return "year" if self.dataset == "utkface" else "group"
+
+
+@dataclass
+class ScanStats:
+    """What a scan read and what it skipped, with a reason for each skip."""
+
+    files: int = 0
+    duplicates: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, example: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 3:
+            self.examples[reason].append(example)
+
+    def warn(self, source: object) -> None:
+        for reason, count in self.skipped.items():
+            log.warning("%s: skipped %d row(s) or file(s): %s (e.g. %s)", source, count, reason,
+                        ", ".join(self.examples[reason]))
+
+    @property
+    def malformed(self) -> int:
+        return sum(self.skipped.values())
+
+
+def sha256_of(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def assign_split(sha256: str, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)) -> str:
+    """train/val/test from the image's content hash alone: identical bytes, identical split.
+
+    Independent of the other images, so adding or removing files never moves the rest.
+    """
+    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < fractions[0]:
+        return "train"
+    return "val" if u < fractions[0] + fractions[1] else "test"
