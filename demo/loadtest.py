@@ -4,9 +4,9 @@
     python -m demo.loadtest --url http://127.0.0.1:7860 --pid 1234  # an app already running (pid: for memory)
 
 Each client (a thread with its own gradio_client) uploads --image --requests times, one after
-another, after one warm-up request each. Prints requests ok, errors, p50 / p95 latency, throughput, and the server's resident
-memory before and after. Only loopback URLs are accepted: this is not a tool for other people's
-servers. The whole run is bounded by --time-limit.
+another, after one warm-up request each. Prints requests ok, errors, p50 / p95 latency,
+throughput, and the server's resident memory before and after. Only loopback URLs are accepted:
+this is not a tool for other people's servers. The whole run is bounded by --time-limit.
 """
 
 from __future__ import annotations

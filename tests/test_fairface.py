@@ -54,7 +54,8 @@ def test_scan_skips_what_it_cannot_read_with_counts(ff_folder, caplog):
     assert sum(stats.skipped.values()) == 3 and len(stats.skipped) == 3
     assert "photo missing" in caplog.text and "03-Sep" in caplog.text
     first = records[0]
-    assert (first.file, first.age_low, first.age_high, first.gender, first.race) == ("fairface/train/1.jpg", 20, 29, 0, 0)
+    labels = (first.file, first.age_low, first.age_high, first.gender, first.race)
+    assert labels == ("fairface/train/1.jpg", 20, 29, 0, 0)
     assert first.age_kind == "group" and data[first.key][:2] == b"\xff\xd8"
 
 

@@ -36,18 +36,28 @@ PRETRAINED_FILES = {
 CLASSIFIER_PREFIXES = ("_fc.", "classifier.")
 
 
+class BackboneDownloadError(RuntimeError):
+    """ImageNet weights could not be downloaded (no network, or no cached copy when offline)."""
+
+
 def download_state_dict(architecture: str) -> dict[str, torch.Tensor]:
     """The ImageNet state dict of `architecture`, from its library's download (or cache)."""
-    if architecture == "mobilenet_v2":
-        from torchvision.models import MobileNet_V2_Weights
+    if architecture not in ("mobilenet_v2", *TIMM_NAMES):
+        raise ValueError(f"{architecture} has no ImageNet weights to download")
+    try:
+        if architecture == "mobilenet_v2":
+            from torchvision.models import MobileNet_V2_Weights
 
-        return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
-    if architecture in TIMM_NAMES:
+            return MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
         import timm
 
-        net = timm.create_model(TIMM_NAMES[architecture], pretrained=True)
-        return net.state_dict()
-    raise ValueError(f"{architecture} has no ImageNet weights to download")
+        return timm.create_model(TIMM_NAMES[architecture], pretrained=True).state_dict()
+    except Exception as error:  # network, offline mode, missing cache: all end the same way for the user
+        offline = PRETRAINED_FILES.get(architecture)
+        raise BackboneDownloadError(
+            f"could not download the ImageNet weights of {architecture} ({type(error).__name__}: {error}). "
+            f"Without internet, pass --backbone-weights FILE (e.g. {offline}; the README says where it comes from)."
+        ) from error
 
 
 def load_pretrained_backbone(model: BackboneModel, architecture: str, weights: Path | None = None) -> None:

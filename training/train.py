@@ -36,7 +36,7 @@ from demo.checkpoint import ModelConfig, build_from_config, save_model
 from demo.faces import CROP_MARGIN, CROP_SIZE
 from demo.heads import decode_age
 from demo.models import NORMALISATION
-from training.backbones import load_pretrained_backbone
+from training.backbones import BackboneDownloadError, load_pretrained_backbone
 from training.dataset import AugmentConfig, FaceDataset, FacePack, mixed_order
 from training.losses import LossWeights, multitask_loss
 from training.metrics import collect_outputs, fit_age_temperature, fit_gender_temperature, split_metrics
@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"nothing to resume: {Path(cfg.out) / RESUME_NAME} does not exist")
     try:
         run_dir = train(cfg, resume=resume)
+    except (BackboneDownloadError, FileNotFoundError, ValueError) as error:
+        raise SystemExit(str(error)) from None
     except KeyboardInterrupt:
         raise SystemExit(f"interrupted; the last finished epoch is saved: add --resume to continue {cfg.out}") from None
     print(f"model written to {run_dir}")
