@@ -1,4 +1,7 @@
-"""Model A (CNN from scratch) and Model B (ImageNet backbone), both with AgeGenderHeads.
+"""Model A (CNN from scratch) and Model B (a pretrained backbone), both with AgeGenderHeads.
+
+Model B's backbones: ImageNet networks (MobileNetV2, EfficientNet-Lite0/2) or dlib's
+face-recognition ResNet (`demo.dlib_resnet`).
 
 `build_model(architecture, num_age_bins, **kwargs)` is the one registry the trainer and the
 checkpoint loader use. Nothing here downloads: ImageNet weights for training are loaded by
@@ -12,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from demo.dlib_resnet import DLIB_MEAN, DLIB_STD
 from demo.heads import AgeGenderHeads
 
 
@@ -110,11 +114,20 @@ def _efficientnet_lite(variant: str) -> Callable[..., BackboneModel]:
     return build
 
 
+def _dlib_resnet(num_age_bins: int, dropout: float = 0.3) -> BackboneModel:
+    from demo.dlib_resnet import DlibResNet
+
+    net = DlibResNet()
+    # The 128-d identity layer is left out: the heads read the 256 pooled features beneath it.
+    return BackboneModel(nn.Sequential(*net.stages), net.stages, net.num_features, num_age_bins, dropout)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "scratch_cnn": ScratchCNN,
     "mobilenet_v2": _mobilenet_v2,
     "efficientnet_lite0": _efficientnet_lite("efficientnet_lite0"),
     "efficientnet_lite2": _efficientnet_lite("efficientnet_lite2"),
+    "dlib_resnet": _dlib_resnet,
 }
 
 # Input normalisation each backbone was pretrained with (Model A uses the ImageNet values too).
@@ -126,6 +139,7 @@ NORMALISATION = {
     "mobilenet_v2": (IMAGENET_MEAN, IMAGENET_STD),
     "efficientnet_lite0": (LITE_MEAN, LITE_STD),
     "efficientnet_lite2": (LITE_MEAN, LITE_STD),
+    "dlib_resnet": (DLIB_MEAN, DLIB_STD),
 }
 
 

