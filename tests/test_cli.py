@@ -45,3 +45,22 @@ def test_one_model_only(tmp_path):
     main([str(ASTRONAUT), "--out", str(out), "--models", "a", "--offline"])
     rows = list(csv.DictReader(out.open()))
     assert [r["model"] for r in rows] == ["a"]
+
+
+def test_batch_csv_scored_against_the_labels(tiny_pack, utk_folder, ff_folder, tmp_path):
+    """The way held-out photos are judged: demo.predict on the raw photos, then scored by file name."""
+    import json
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from training.score_predictions import main as score_main
+
+    out = tmp_path / "preds.csv"
+    main([str(utk_folder), str(ff_folder), "--out", str(out), "--offline"])
+    buffer = StringIO()
+    with redirect_stdout(buffer):
+        score_main([str(out), "--labels", str(tiny_pack / "splits.csv")])
+    report = json.loads(buffer.getvalue())
+    utk, ff = report["a/utkface"], report["b/fairface"]
+    assert utk["photos"] == 17 and 1 <= utk["missed"] <= 3 and utk["age_mae"] >= 0  # the corrupt file is missed
+    assert ff["photos"] == 12 and 0 <= ff["age_group_exact"] <= ff["age_group_within_one"] <= 1
