@@ -28,7 +28,7 @@ MIN_FACE_SIZE = 20
 LIVE_MIN_FACE_SIZE = 40
 # Detections scoring below this are not faces often enough to be shown (the app's slider and
 # --min-score change it). Chosen on the training photos: see training.detection_threshold.
-MIN_SCORE = 0.95
+MIN_SCORE = 0.90
 # Faces smaller than this (in original pixels) are boxed but not judged: too few pixels.
 MIN_JUDGE_SIZE = 32
 

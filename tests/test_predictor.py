@@ -1,5 +1,7 @@
 """The pipeline with the shipped weights and real MTCNN on real photos."""
 
+from pathlib import Path
+
 from PIL import Image
 
 from demo.draw import annotate, face_label
@@ -59,3 +61,44 @@ def test_drawing_boxes_and_labels(predictor):
     assert drawn.size == photo.size and drawn.tobytes() != photo.tobytes()
     label = face_label(result.faces[0], ["a", "b"])
     assert label.startswith("#1 A: ") and " B: " in label
+
+
+def test_detections_below_the_minimum_score_are_left_out_and_counted(predictor):
+    photo = Image.open(GROUP).convert("RGB")
+    everything = predictor.predict(photo, min_score=0.0)
+    scores = sorted(f.face.score for f in everything.faces)
+    cut = (scores[0] + scores[-1]) / 2  # between the least and the most certain face
+    kept = predictor.predict(photo, min_score=cut)
+    assert 0 < len(kept.faces) < len(everything.faces)
+    assert all(f.face.score >= cut for f in kept.faces)
+    assert kept.below_min_score == len(everything.faces) - len(kept.faces)
+    nothing = predictor.predict(photo, min_score=1.01)
+    assert nothing.faces == [] and "below the minimum detection score" in nothing.note
+
+
+def test_a_close_up_is_framed_like_a_training_chip(predictor):
+    """A face filling the photo (cut by its edges) gets the same crop as the training chips got."""
+    from training.prepare import crop_faces
+
+    chip = Image.open(HOPPER).convert("RGB").crop((170, 115, 360, 345)).resize((200, 200))
+    served = predictor.predict(chip).faces[0].crop
+    (trained,) = crop_faces(predictor.detector, [chip], ["utkface"])
+    assert served.tobytes() == trained["crop"].tobytes()
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_every_face_of_a_real_crowd_photo_is_judged(predictor):
+    result = predictor.predict(Image.open(FIXTURES / "fairface_5780_crowd.jpg").convert("RGB"))
+    assert len(result.faces) == 4 and result.below_min_score == 0
+    assert all(f.face.score >= 0.99 for f in result.faces)
+    assert sum(f.judged for f in result.faces) >= 1  # the background faces may be too small to judge
+
+
+def test_an_ear_is_not_taken_for_a_face(predictor):
+    photo = Image.open(FIXTURES / "fairface_7975_ear.jpg").convert("RGB")
+    everything = predictor.predict(photo, min_score=0.0)
+    assert len(everything.faces) == 2 and min(f.face.score for f in everything.faces) < 0.9
+    result = predictor.predict(photo)
+    assert len(result.faces) == 1 and result.below_min_score == 1 and result.faces[0].face.score > 0.99

@@ -1,13 +1,13 @@
 """Choose the app's minimum detection score from the training photos.
 
-    python -m training.detection_threshold --data data/faces [--keep 0.995] [--out reports/detection_scores.png]
+    python -m training.detection_threshold --data data/faces [--keep 0.985] [--out reports/detection_scores.png]
 
 Every training photo shows one labelled face, which `training.prepare` took as the detection nearest
 the centre: its score is what a real face scores. UTKFace chips hold one face each, so the other
 detections on them are almost all false (a hand, an ear, a pattern); on FairFace's photos the
-others are often real people in the background. The threshold is the highest score that keeps
---keep of the real faces (training split only); the script reports what it removes of the rest
-and draws both distributions.
+others are often real people in the background. The threshold is the highest score (to 0.01)
+that keeps --keep of the labelled faces of every data set (training split only); the script
+reports what it removes of the other detections and draws both distributions.
 """
 
 from __future__ import annotations
@@ -22,21 +22,23 @@ from training.dataset import FacePack
 from training.records import DATASETS, SPLITS
 
 
-def choose(true_scores: np.ndarray, keep: float) -> float:
-    """The highest threshold (to 0.01, rounded down) that keeps at least `keep` of the true faces."""
-    return float(np.floor(np.quantile(true_scores, 1 - keep) * 100) / 100)
+def choose(true_scores: list[np.ndarray], keep: float) -> float:
+    """The highest threshold (to 0.01, rounded down) that keeps at least `keep` of every set of true faces."""
+    return float(min(np.floor(np.quantile(scores, 1 - keep) * 100) / 100 for scores in true_scores))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder written by training.prepare")
-    parser.add_argument("--keep", type=float, default=0.995, help="share of real faces the threshold keeps")
+    parser.add_argument("--keep", type=float, default=0.985,
+                        help="share of each data set's labelled faces the threshold keeps")
     parser.add_argument("--out", type=Path, help="histogram PNG")
     args = parser.parse_args(argv)
     pack = FacePack(args.data)
     train = SPLITS.index("train")
     true = pack.det_score[(pack.split == train) & pack.detected]
-    threshold = choose(true, args.keep)
+    threshold = round(choose([true[pack.dataset[(pack.split == train) & pack.detected] == d]
+                              for d in np.unique(pack.dataset)], args.keep), 2)
     report = {"threshold": threshold, "keep": args.keep, "true_faces": int(len(true))}
     for d, name in enumerate(DATASETS):
         mine = (pack.split == train) & pack.detected & (pack.dataset == d)
@@ -56,18 +58,21 @@ def main(argv: list[str] | None = None) -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(8, 4))
-        bins = np.linspace(0.8, 1.0, 81)
-        ax.hist(np.clip(true, 0.8, 1), bins, alpha=0.6, density=True, label="the labelled face of each photo")
+        grid = np.linspace(0.8, 1.0, 201)
         for d, name in enumerate(DATASETS):
+            mine = pack.det_score[(pack.split == train) & pack.detected & (pack.dataset == d)]
             others = pack.other_scores[(pack.other_split == train) & (pack.other_dataset == d)]
+            if len(mine):
+                ax.plot(grid, [(mine >= t).mean() for t in grid], label=f"{name}: labelled faces kept")
             if len(others):
-                ax.hist(np.clip(others, 0.8, 1), bins, alpha=0.6, density=True,
-                        label=f"other detections, {name} ({len(others)})")
+                ax.plot(grid, [(others >= t).mean() for t in grid], ls=":",
+                        label=f"{name}: other detections kept ({len(others)})")
         ax.axvline(threshold, color="k", ls="--", lw=1)
-        ax.text(threshold, ax.get_ylim()[1] * 0.9, f" default {threshold:.2f}", fontsize=9)
-        ax.set(yscale="log", xlabel="MTCNN detection score (scores below 0.8 are never reported)",
-               ylabel="density", title="Detection scores on the training photos")
-        ax.legend(fontsize=8)
+        ax.text(threshold, 0.05, f" default {threshold:.2f}", fontsize=9)
+        ax.set(xlabel="minimum detection score (MTCNN never reports below 0.8)", ylabel="share kept",
+               title="Detections kept by the threshold, training photos", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
         fig.tight_layout()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.out, dpi=110)
