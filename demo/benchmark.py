@@ -1,6 +1,6 @@
 """Latency of the serving pipeline, stage by stage, on this machine.
 
-    python -m demo.benchmark [--device cpu|cuda] [--threads N] [--runs 30] [--out reports/benchmark.json]
+    python -m demo.benchmark [--device cpu|cuda] [--threads N] [--runs 30] [--flip] [--out reports/benchmark.json]
 
 Cases: a 640x480 frame with one face (upload settings and webcam settings) and the 1280x640
 group photo with five faces. Stages: decode (JPEG bytes -> RGB), detect (MTCNN), crop (landmark
@@ -72,11 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--flip", action="store_true", help="average each model over the face and its mirror image")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     models, _ = load_models(specs_from_env(), offline=True, device=args.device)
+    for model in models.values():
+        model.config.flip = model.config.flip or args.flip
     upload = Predictor(models, FaceDetector(device=args.device))
     webcam = Predictor(models, FaceDetector(device=args.device, min_face_size=LIVE_MIN_FACE_SIZE))
     cases = {
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {r['faces']} | " + " | ".join(cells) + " |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"device": args.device, "where": where, "runs": args.runs,
+        args.out.write_text(json.dumps({"device": args.device, "where": where, "runs": args.runs, "flip": args.flip,
                                         "results": results}, indent=2) + "\n")
 
 

@@ -1,0 +1,24 @@
+"""The load test tool against a real launched app (tiny numbers: this checks the tool, not the speed)."""
+
+import os
+
+import pytest
+
+from demo import loadtest
+from tests.conftest import HOPPER
+
+
+def test_clients_upload_concurrently_and_every_request_is_counted(server):
+    result = loadtest.run_load(server[0], HOPPER, clients=3, requests=2, time_limit=120)
+    assert result["ok"] == 6 and result["errors"] == 0
+    assert 0 < result["p50_s"] <= result["p95_s"] and result["throughput_per_s"] > 0
+
+
+def test_memory_is_read_from_proc():
+    assert loadtest.rss_mb(os.getpid()) > 10
+    assert loadtest.rss_mb(2**22 + 12345) is None  # no such process
+
+
+def test_only_this_machine_is_load_tested():
+    with pytest.raises(SystemExit):
+        loadtest.main(["--url", "http://example.com:7860/"])
