@@ -133,9 +133,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                 photo = accept_broken_uploads(
                     gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
                 annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
-            min_score = gr.Slider(0.5, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
+            min_score = gr.Slider(0.8, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
                                   info="Detections scoring lower are left out: below the default they are "
-                                       "mostly hands, patterns and other things that are not faces.")
+                                       "mostly ears, hands and patterns. (MTCNN reports nothing under 0.8.)")
             note = gr.Markdown(elem_id="note")
             table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
             crops = gr.Gallery(label="Face crops as the models see them", columns=8, height=200)

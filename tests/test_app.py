@@ -65,3 +65,9 @@ def test_model_sources_are_shown(server):
     config = demo.get_config_file()
     texts = [c.get("props", {}).get("value", "") for c in config["components"]]
     assert any("local weights/model_a (offline mode)" in str(t) for t in texts)
+
+
+def test_minimum_detection_score_is_an_input(client):
+    _, table, _, note = client.predict(handle_file(str(GROUP)), 1.0, api_name="/predict")
+    assert table["data"] in ([], [["", "", "", "", "", ""]])
+    assert f"{GROUP_FACES} detection(s) scored below the minimum detection score 1.00" in note

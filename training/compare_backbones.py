@@ -10,7 +10,8 @@
 2. Fine-tuning (with --finetune-minutes): Model B trained by `training.train` with every stage
    unfrozen after one epoch of heads, on the same wall-clock budget for every backbone: the
    training faces are subsampled so that three epochs fit the budget at the backbone's measured
-   speed, and training stops when the budget is spent. Scored on the validation faces.
+   speed, and training stops when the budget is spent. Scored on the validation faces. The
+   input size is the probe's best within --max-ms per face, unless --finetune-size is given.
 3. CPU time: one face, batch of one, median of 30 runs, on this machine's threads.
 
 Validation only: the test split is never touched. Writes --out (JSON) and prints Markdown tables.
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=1000, help="validation faces for the probe")
     parser.add_argument("--sizes", default="112,128")
     parser.add_argument("--finetune-minutes", type=float, help="also fine-tune each backbone for this long")
-    parser.add_argument("--finetune-size", type=int, help="input size for fine-tuning (default: the first size)")
+    parser.add_argument("--finetune-size", type=int, help="input size for fine-tuning (default: per backbone, the "
+                        "probed size with the best UTKFace MAE among those within --max-ms)")
+    parser.add_argument("--max-ms", type=float, default=12.0, help="CPU ms per face a fine-tuning size may cost")
     parser.add_argument("--runs", type=Path, default=Path(tempfile.gettempdir()) / "backbone_contest")
     parser.add_argument("--out", type=Path, default=Path("reports/backbones.json"))
     parser.add_argument("--latency-only", action="store_true", help="time the backbones, skip the probe")
@@ -141,11 +144,20 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         if args.finetune_minutes:
-            tuned.append(finetune(arch, args.finetune_size or sizes[0], args, pack, args.runs))
+            size = args.finetune_size or best_size([r for r in rows if r["backbone"] == arch], args.max_ms)
+            tuned.append(finetune(arch, size, args, pack, args.runs))
             print(json.dumps(tuned[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"probe": rows, "finetune": tuned}, indent=2) + "\n")
     print(markdown(rows, tuned))
+
+
+def best_size(rows: list[dict], max_ms: float) -> int:
+    """The probed input size with the lowest UTKFace MAE among those within the time budget (else the fastest)."""
+    within = [r for r in rows if r["cpu_ms_per_face"] <= max_ms and "probe_val" in r]
+    if not within:
+        return min(rows, key=lambda r: r["cpu_ms_per_face"])["input_size"]
+    return min(within, key=lambda r: r["probe_val"].get("utkface", {}).get("age_mae", 0.0))["input_size"]
 
 
 def _cells(m: dict) -> list[str]:
