@@ -63,13 +63,13 @@ def build_card(folder: Path, metrics: dict | None, repo_id: str) -> ModelCard:
                 dataset_name=f"{TITLES[dataset]} ({metrics['split']} split)", metric_type=metric_type,
                 metric_name=name, metric_value=round(float(overall[key]), 4),
             ))
-    datasets = [TITLES[d] for d in CARD_METRICS if metrics and d in metrics] or [DATASET]
+    trained_on = _trained_on(folder)
     data = ModelCardData(
         library_name="pytorch", license="other", license_name="utkface-non-commercial",
         tags=["age-estimation", "gender-classification", "face", "safetensors"],
-        datasets=datasets, model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
+        datasets=trained_on.split(" and "), model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
-    body = _card_body(config, metrics, repo_id, _training_summary(folder), _trained_on(folder))
+    body = _card_body(config, metrics, repo_id, _training_summary(folder), trained_on)
     text = f"---\n{data.to_yaml()}\n---\n\n" + body
     return ModelCard(text)
 
@@ -122,8 +122,9 @@ def _card_body(config, metrics: dict | None, repo_id: str, training: str | None 
         "## Training data and licence", "",
         f"Trained on {trained_on}. UTKFace (aligned and cropped faces, about 20,000 images, "
         "ages 1-116, labelled with age, binary gender and one of five ethnicity groups) is available for "
-        "non-commercial research and education only, and so are these weights. FairFace (Flickr photos in the "
-        "wild, nine age groups, binary gender, seven race groups) is CC BY 4.0 (Karkkainen and Joo, 2021).", "",
+        "non-commercial research and education only, and so are these weights."
+        + (" FairFace (Flickr photos in the wild, nine age groups, binary gender, seven race groups) is CC BY 4.0 "
+           "(Karkkainen and Joo, 2021)." if "FairFace" in trained_on else ""), "",
         "## Intended use and limits", "",
         "- For demonstrations, teaching and research on age and gender estimation; not for decisions about people "
         "(identity, access, eligibility, law enforcement or anything with legal or similar effect).",
