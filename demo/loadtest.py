@@ -3,8 +3,11 @@
     python -m demo.loadtest --clients 20 --requests 10              # starts `python app.py --offline` itself
     python -m demo.loadtest --url http://127.0.0.1:7860 --pid 1234  # an app already running (pid: for memory)
 
-Each client (a thread with its own gradio_client) uploads --image --requests times, one after
-another, after one warm-up request each. Prints requests ok, errors, p50 / p95 latency,
+Each client (a thread with its own gradio_client) uploads its own copy of --image (one pixel
+changed, as different users send different photos) --requests times, one after another, after
+one warm-up request each. --same-image sends the identical file from every client instead: Gradio
+caches outputs under a hash of their content, so identical answers written and served at the same
+moment can race (see the README). Prints requests ok, errors, p50 / p95 latency,
 throughput, and the server's resident memory before and after. Only loopback URLs are accepted:
 this is not a tool for other people's servers. The whole run is bounded by --time-limit.
 """
@@ -14,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -67,8 +72,23 @@ def start_app(port: int, wait_s: float = 180) -> subprocess.Popen:
     raise SystemExit(f"the app did not answer within {wait_s:.0f} s")
 
 
-def run_load(url: str, image: Path, clients: int, requests: int, time_limit: float) -> dict:
-    """Every client's requests, timed; stops starting new ones after `time_limit` seconds."""
+def client_images(image: Path, clients: int, folder: Path) -> list[Path]:
+    """One copy of `image` per client, each with one pixel changed, so no two clients send the same photo."""
+    from PIL import Image
+
+    paths = []
+    with Image.open(image) as im:
+        base = im.convert("RGB")
+    for i in range(clients):
+        copy = base.copy()
+        copy.putpixel((i % copy.width, 0), (i * 37 % 256, 255 - i % 256, 128))
+        paths.append(folder / f"client_{i:03d}.jpg")
+        copy.save(paths[-1], quality=95)
+    return paths
+
+
+def run_load(url: str, images: list[Path], requests: int, time_limit: float) -> dict:
+    """Each image's client sends it `requests` times; stops starting new requests after `time_limit` s."""
     from gradio_client import Client, handle_file
 
     latencies: list[float] = []
@@ -76,7 +96,7 @@ def run_load(url: str, image: Path, clients: int, requests: int, time_limit: flo
     lock = threading.Lock()
     deadline = time.monotonic() + time_limit
 
-    def client_loop() -> None:
+    def client_loop(image: Path) -> None:
         client = Client(url, verbose=False)
         for _ in range(requests):
             if time.monotonic() > deadline:
@@ -91,11 +111,11 @@ def run_load(url: str, image: Path, clients: int, requests: int, time_limit: flo
                     errors.append(f"{type(error).__name__}: {error}"[:200])
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        wait([pool.submit(client_loop) for _ in range(clients)])
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        wait([pool.submit(client_loop, image) for image in images])
     elapsed = time.perf_counter() - started
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"clients": clients, "requests_per_client": requests, "ok": len(latencies), "errors": len(errors),
+    return {"clients": len(images), "requests_per_client": requests, "ok": len(latencies), "errors": len(errors),
             "error_examples": sorted(set(errors))[:3], "p50_s": float(np.median(lat)),
             "p95_s": float(np.percentile(lat, 95)), "throughput_per_s": len(latencies) / elapsed,
             "seconds": elapsed}
@@ -108,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="a running app on this machine (default: start one)")
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, to read its memory")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--same-image", action="store_true", help="every client sends the identical file")
     parser.add_argument("--time-limit", type=float, default=900, help="stop starting requests after this many s")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
@@ -128,11 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # One request per client first, not counted: the server's first answers allocate what it
         # keeps (model workspaces, thread pools), which is not growth.
-        run_load(url, args.image, args.clients, 1, args.time_limit)
+        folder = Path(tempfile.mkdtemp(prefix="loadtest_"))
+        images = [args.image] * args.clients if args.same_image else client_images(args.image, args.clients, folder)
+        run_load(url, images, 1, args.time_limit)
         before = rss_mb(pid) if pid else None
-        result = run_load(url, args.image, args.clients, args.requests, args.time_limit)
+        result = run_load(url, images, args.requests, args.time_limit)
+        shutil.rmtree(folder, ignore_errors=True)
         result.update(memory_before_mb=before, memory_after_mb=rss_mb(pid) if pid else None, url=url,
-                      image=str(args.image), cpus=os.cpu_count())
+                      image=str(args.image), same_image=args.same_image, cpus=os.cpu_count())
     finally:
         if proc is not None:
             proc.terminate()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -41,6 +43,36 @@ def accept_broken_uploads(component: gr.Image) -> gr.Image:
 
     component.preprocess = preprocess
     return component
+
+
+def write_cached_images_atomically() -> None:
+    """Make Gradio write each output image to its cache atomically.
+
+    Gradio 6 names a cached output by the hash of its bytes and writes it in place. Two requests
+    with the same answer (the same photo uploaded twice, an example clicked by two users) then
+    write one file while a client downloads it, and the download is cut short (seen in
+    `demo.loadtest --same-image`: 5 of 500 requests failed). Writing to a temporary name and
+    renaming makes every reader see a whole file; a file that already exists already holds these
+    bytes and is left alone.
+    """
+    from gradio import processing_utils
+
+    if getattr(processing_utils.save_pil_to_cache, "atomic", False):
+        return
+
+    def save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = processing_utils.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        path = (folder / f"{name}.{format}").resolve()
+        if not path.exists():
+            tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return str(path)
+
+    save_pil_to_cache.atomic = True
+    processing_utils.save_pil_to_cache = save_pil_to_cache
 
 
 def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
@@ -81,6 +113,7 @@ def measure_frame_latency(predictor: Predictor, keys: list[str], runs: int = 5) 
 def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, sources: dict[str, str] | None = None,
                stream_every: float | None = None) -> gr.Blocks:
     """The app. `live_predictor` (default: `predictor`) serves webcam frames; it may use a faster detector."""
+    write_cached_images_atomically()
     live_predictor = live_predictor or predictor
     keys = list(predictor.models)
     names = {k: m.config.name for k, m in predictor.models.items()}
@@ -122,7 +155,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         gr.Markdown(
             "# Age and gender, two ways\n"
             "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "
-            "**Model B**, an ImageNet backbone fine-tuned on the same data. Ages come with an 80 % range. "
+            "**Model B**, a pretrained network fine-tuned on the same data. Ages come with an 80 % range. "
             "Both models were trained on UTKFace and estimate apparent age and binary gender as labelled "
             "there: a demonstration, not a judgement about anyone."
         )

@@ -1,6 +1,7 @@
 """The app over HTTP: a real launched Gradio server, driven with gradio_client."""
 
 import io
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -71,3 +72,18 @@ def test_minimum_detection_score_is_an_input(client):
     _, table, _, note = client.predict(handle_file(str(GROUP)), 1.0, api_name="/predict")
     assert table["data"] in ([], [["", "", "", "", "", ""]])
     assert f"{GROUP_FACES} detection(s) scored below the minimum detection score 1.00" in note
+
+
+def test_cached_outputs_are_written_whole(tmp_path):
+    """Same answer twice: one file, written once, never rewritten in place while it may be served."""
+    from gradio import processing_utils
+
+    from demo.ui import write_cached_images_atomically
+
+    write_cached_images_atomically()
+    image = Image.open(ASTRONAUT).convert("RGB")
+    first = processing_utils.save_pil_to_cache(image, str(tmp_path), format="jpeg")
+    mtime = Path(first).stat().st_mtime_ns
+    second = processing_utils.save_pil_to_cache(image, str(tmp_path), format="jpeg")
+    assert first == second and Path(first).stat().st_mtime_ns == mtime
+    assert Image.open(first).size == image.size and not list(tmp_path.rglob("*.tmp"))

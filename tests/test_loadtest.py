@@ -8,8 +8,10 @@ from demo import loadtest
 from tests.conftest import HOPPER
 
 
-def test_clients_upload_concurrently_and_every_request_is_counted(server):
-    result = loadtest.run_load(server[0], HOPPER, clients=3, requests=2, time_limit=120)
+def test_clients_upload_concurrently_and_every_request_is_counted(server, tmp_path):
+    images = loadtest.client_images(HOPPER, 3, tmp_path)
+    assert len({p.read_bytes() for p in images}) == 3  # three different photos
+    result = loadtest.run_load(server[0], images, requests=2, time_limit=120)
     assert result["ok"] == 6 and result["errors"] == 0
     assert 0 < result["p50_s"] <= result["p95_s"] and result["throughput_per_s"] > 0
 

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 MODEL_DEFAULTS = {
     "a": {"architecture": "scratch_cnn", "input_size": 112, "name": "Model A (CNN from scratch)"},
-    "b": {"architecture": "efficientnet_lite0", "input_size": 128, "name": "Model B (transfer learning)"},
+    # dlib's face-recognition ResNet won the backbone contest (README, training.compare_backbones).
+    "b": {"architecture": "dlib_resnet", "input_size": 112, "name": "Model B (transfer learning)"},
 }
 RESUME_NAME = "resume.pt"
 
