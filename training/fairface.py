@@ -18,7 +18,7 @@ import logging
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from training.records import AGE_MAX, Record, ScanStats, assign_split, sha256_of
+from training.records import AGE_MAX, Record, RecordSet, ScanStats
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ def scan(source: Path, seed: int = 0) -> tuple[list[Record], dict[str, bytes], S
     """Read, label, de-duplicate and split a FairFace copy; the image bytes are keyed by record key."""
     src = _Source(source)
     stats = ScanStats()
-    records: list[Record] = []
-    data: dict[str, bytes] = {}
-    seen: set[str] = set()
+    found = RecordSet(stats, seed)
     try:
         csv_names = labels_files(src.names, src.read)
         if not csv_names:
@@ -126,17 +124,10 @@ def scan(source: Path, seed: int = 0) -> tuple[list[Record], dict[str, bytes], S
                 if not blob:
                     stats.skip("photo missing or empty", file or "(no file name)")
                     continue
-                sha = sha256_of(blob)
-                if sha in seen:
-                    stats.duplicates += 1
-                    continue
-                seen.add(sha)
-                record = Record("fairface", (base / file).as_posix(), sha, *labels, split=assign_split(sha, seed))
-                records.append(record)
-                data[record.key] = blob
+                found.add("fairface", (base / file).as_posix(), blob, *labels)
     finally:
         src.close()
     stats.warn(source)
-    log.info("FairFace: %d images from %s, %d byte-identical duplicates dropped", len(records), source,
+    log.info("FairFace: %d images from %s, %d byte-identical duplicates dropped", len(found.records), source,
              stats.duplicates)
-    return records, data, stats
+    return found.records, found.data, stats

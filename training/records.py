@@ -66,6 +66,26 @@ class ScanStats:
         return sum(self.skipped.values())
 
 
+class RecordSet:
+    """Records and their image bytes as a scan finds them; byte-identical copies are dropped (the first stays)."""
+
+    def __init__(self, stats: ScanStats, seed: int) -> None:
+        self.records: list[Record] = []
+        self.data: dict[str, bytes] = {}  # image bytes by Record.key
+        self.stats, self.seed = stats, seed
+        self._seen: set[str] = set()
+
+    def add(self, dataset: str, file: str, blob: bytes, age_low: int, age_high: int, gender: int, race: int) -> None:
+        sha = sha256_of(blob)
+        if sha in self._seen:
+            self.stats.duplicates += 1
+            return
+        self._seen.add(sha)
+        record = Record(dataset, file, sha, age_low, age_high, gender, race, assign_split(sha, self.seed))
+        self.records.append(record)
+        self.data[record.key] = blob
+
+
 def sha256_of(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.records import AGE_MAX, AGE_MIN, SPLITS, Record, ScanStats, assign_split, sha256_of
+from training.records import AGE_MAX, AGE_MIN, SPLITS, Record, RecordSet, ScanStats, assign_split
 
 __all__ = ["RACES", "SPLITS", "Labels", "assign_split", "iter_images", "parse_labels", "scan"]
 
@@ -65,27 +65,17 @@ def scan(source: Path, seed: int = 0) -> tuple[list[Record], dict[str, bytes], S
     Returns the records, the image bytes by record key, and counts of what was skipped.
     """
     stats = ScanStats()
-    records: list[Record] = []
-    data: dict[str, bytes] = {}
-    seen: set[str] = set()
+    found = RecordSet(stats, seed)
     for name, blob in iter_images(source):
         stats.files += 1
         labels = parse_labels(name)
         if labels is None:
             stats.skip(MALFORMED, name)
             continue
-        sha = sha256_of(blob)
-        if sha in seen:
-            stats.duplicates += 1
-            continue
-        seen.add(sha)
-        record = Record("utkface", name, sha, labels.age, labels.age, labels.gender, labels.race,
-                        assign_split(sha, seed))
-        records.append(record)
-        data[record.key] = blob
+        found.add("utkface", name, blob, labels.age, labels.age, labels.gender, labels.race)
     stats.warn(source)
-    log.info("UTKFace: %d images, %d byte-identical duplicates dropped", len(records), stats.duplicates)
-    return records, data, stats
+    log.info("UTKFace: %d images, %d byte-identical duplicates dropped", len(found.records), stats.duplicates)
+    return found.records, found.data, stats
 
 
 def looks_like_utkface(names: list[str]) -> bool:
