@@ -115,6 +115,8 @@ def test_mixed_order_gives_each_set_its_share():
     assert sorted(natural.tolist()) == list(range(1000))
     again = mixed_order(datasets, {"utkface": 0.5, "fairface": 0.5}, 1000, torch.Generator().manual_seed(0))
     assert np.array_equal(order, again)  # a resumed epoch draws the same faces
+    only_utk = mixed_order(datasets, {"utkface": 1.0}, 100, torch.Generator().manual_seed(0))
+    assert (datasets[only_utk] == 0).all() and len(only_utk) == 100
     with pytest.raises(ValueError, match="unknown data set"):
         mixed_order(datasets, {"imdb": 1.0}, 10, torch.Generator())
 

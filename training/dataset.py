@@ -85,9 +85,6 @@ class FacePack:
             idx = np.sort(np.random.default_rng(0).choice(idx, size=limit, replace=False))
         return idx
 
-    def datasets_in(self, indices: np.ndarray) -> list[str]:
-        return [name for d, name in enumerate(DATASETS) if (self.dataset[indices] == d).any()]
-
     def image(self, i: int) -> Image.Image:
         data = self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes()
         with Image.open(io.BytesIO(data)) as im:
@@ -147,6 +144,8 @@ def mixed_order(datasets: np.ndarray, shares: dict[str, float], size: int, gener
     counts[np.argmax(weights)] += size - counts.sum()
     picks = []
     for d, count in zip(present, counts):
+        if count == 0:  # a data set given no share
+            continue
         mine = np.flatnonzero(datasets == d)
         rounds = -(-count // len(mine))
         order = np.concatenate([mine[torch.randperm(len(mine), generator=generator).numpy()] for _ in range(rounds)])

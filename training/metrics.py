@@ -11,7 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from demo.checkpoint import forward_with_flip
 from demo.heads import AgeEstimate, decode_age, gender_probability
+from training.fairface import age_group_of
+from training.records import DATASETS
 
 
 @dataclass
@@ -43,8 +46,6 @@ FIELDS = ("age_logits", "gender_logit", "age_low", "age_high", "gender", "race",
 def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_last: bool = False,
                     flip: bool = False) -> Outputs:
     """Run `model` over a loader of FaceDataset batches; with `flip`, average with the mirror image."""
-    from demo.checkpoint import forward_with_flip
-
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
     for x, *labels in loader:
@@ -62,8 +63,6 @@ def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_
 
 def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5, flip: bool = False) -> float:
     """Median CPU milliseconds for one face (a batch of one; two with `flip`) through `model`, after warm-up."""
-    from demo.checkpoint import forward_with_flip
-
     model = model.to("cpu").eval()
     x = torch.randn(1, 3, input_size, input_size)
     times = []
@@ -123,8 +122,6 @@ def face_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gende
 def group_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
                   coverage: float = 0.8) -> dict[str, float]:
     """Age-group labels (FairFace): the group the estimate falls in, exact and within one, and gender."""
-    from training.fairface import age_group_of
-
     est = decode_age(out.age_logits, age_min, age_temperature, coverage)
     predicted = torch.tensor([age_group_of(a) for a in est.mean.tolist()])
     true = torch.tensor([age_group_of(a) for a in out.age_low.tolist()])
@@ -175,8 +172,6 @@ def fit_gender_temperature(out: Outputs) -> float:
 def split_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
                   coverage: float = 0.8) -> dict[str, dict[str, float]]:
     """Per data set present in `out`: year metrics for UTKFace, group metrics for FairFace."""
-    from training.records import DATASETS
-
     metrics = {}
     for d, name in enumerate(DATASETS):
         mask = out.dataset == d
