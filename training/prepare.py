@@ -189,20 +189,18 @@ def prepare(sources: Path | list[Path], out: Path, seed: int = 0, device: str = 
 
 
 def _pack(records: list[Record], parts: list[Path], path: Path) -> dict:
-    z = [dict(np.load(part)) for part in parts]
-    status = np.concatenate([p["status"] for p in z])
-    ok = status == OK
+    loaded = [np.load(part) for part in parts]
+    # Every per-image (and per-other-detection) array of the parts, joined once.
+    z = {key: np.concatenate([part[key] for part in loaded]) for key in loaded[0].files}
+    ok = z["status"] == OK
     kept = [r for r, k in zip(records, ok) if k]
-    lengths = np.concatenate([p["lengths"] for p in z])[ok]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    # The other detections' scores, labelled with the data set and split of their photo.
-    other_counts = np.concatenate([p["other_counts"] for p in z])
+    offsets = np.concatenate([[0], np.cumsum(z["lengths"][ok])]).astype(np.int64)
     image_dataset = np.array([DATASETS.index(r.dataset) for r in records], dtype=np.int8)
     image_split = np.array([SPLITS.index(r.split) for r in records], dtype=np.int8)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
         tmp,
-        blob=np.concatenate([p["blob"] for p in z]),
+        blob=z["blob"],
         offsets=offsets,
         dataset=image_dataset[ok],
         age_kind=np.array([AGE_KINDS.index(r.age_kind) for r in kept], dtype=np.int8),
@@ -211,13 +209,14 @@ def _pack(records: list[Record], parts: list[Path], path: Path) -> dict:
         gender=np.array([r.gender for r in kept], dtype=np.int8),
         race=np.array([r.race for r in kept], dtype=np.int8),
         split=image_split[ok],
-        detected=np.concatenate([p["detected"] for p in z])[ok],
-        det_score=np.concatenate([p["score"] for p in z])[ok],
-        n_faces=np.concatenate([p["n_faces"] for p in z])[ok],
+        detected=z["detected"][ok],
+        det_score=z["score"][ok],
+        n_faces=z["n_faces"][ok],
         files=np.array([r.file for r in kept]),
-        other_scores=np.concatenate([p["other_scores"] for p in z]),
-        other_dataset=np.repeat(image_dataset, other_counts),
-        other_split=np.repeat(image_split, other_counts),
+        # The other detections' scores, labelled with the data set and split of their photo.
+        other_scores=z["other_scores"],
+        other_dataset=np.repeat(image_dataset, z["other_counts"]),
+        other_split=np.repeat(image_split, z["other_counts"]),
     )
     os.replace(tmp, path)
     summary: dict = {"images": len(kept), "pack_bytes": path.stat().st_size, "datasets": {}}
@@ -225,14 +224,13 @@ def _pack(records: list[Record], parts: list[Path], path: Path) -> dict:
         mine = image_dataset == d
         if not mine.any():
             continue
-        n_faces = np.concatenate([p["n_faces"] for p in z])[mine]
         summary["datasets"][name] = {
             "images": int((ok & mine).sum()),
-            "unreadable": int(((status == UNREADABLE) & mine).sum()),
-            "no_face_left_out": int(((status == NO_FACE) & mine).sum()),
-            "no_face_chip_kept": int((ok & mine & ~np.concatenate([p["detected"] for p in z])).sum()),
-            "several_faces_took_central": int((n_faces > 1).sum()),
-            "splits": {s: sum(r.split == s and r.dataset == name for r in kept) for s in SPLITS},
+            "unreadable": int(((z["status"] == UNREADABLE) & mine).sum()),
+            "no_face_left_out": int(((z["status"] == NO_FACE) & mine).sum()),
+            "no_face_chip_kept": int((ok & mine & ~z["detected"]).sum()),
+            "several_faces_took_central": int((mine & (z["n_faces"] > 1)).sum()),
+            "splits": {s: int((ok & mine & (image_split == i)).sum()) for i, s in enumerate(SPLITS)},
         }
     return summary
 
