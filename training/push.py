@@ -149,13 +149,11 @@ def _results(metrics: dict) -> list[str]:
             f"| {o['age_mae']:.2f} | {100 * o['age_cs5']:.1f} % | {100 * o['age_range_coverage']:.1f} % | "
             f"{100 * o['gender_accuracy']:.2f} % | {o['gender_ece']:.3f} | {metrics['cpu_ms_per_face']:.1f} |", "",
         ]
-        for key, title in (("by_age_band", "By age band"), ("by_ethnicity", "By ethnicity")):
-            lines += [f"### {title}", "", "| group | n | age MAE | range coverage | gender accuracy |",
-                      "| --- | --- | --- | --- | --- |"]
-            for group, g in u[key].items():
-                lines.append(f"| {group} | {g['n']} | {g['age_mae']:.2f} | {100 * g['age_range_coverage']:.0f} % | "
-                             f"{100 * g['gender_accuracy']:.1f} % |")
-            lines.append("")
+        cells = (("age MAE", lambda g: f"{g['age_mae']:.2f}"),
+                 ("range coverage", lambda g: f"{100 * g['age_range_coverage']:.0f} %"),
+                 ("gender accuracy", lambda g: f"{100 * g['gender_accuracy']:.1f} %"))
+        lines += _breakdown("By age band", u["by_age_band"], cells)
+        lines += _breakdown("By ethnicity", u["by_ethnicity"], cells)
     if "fairface" in metrics:
         f = metrics["fairface"]
         o = f["overall"]
@@ -166,14 +164,20 @@ def _results(metrics: dict) -> list[str]:
             f"| {100 * o['age_group_exact']:.1f} % | {100 * o['age_group_within_one']:.1f} % | "
             f"{100 * o['gender_accuracy']:.2f} % | {o['gender_ece']:.3f} |", "",
         ]
-        for key, title in (("by_race", "By race group"), ("by_age_group", "By age group")):
-            lines += [f"### {title} (FairFace)", "", "| group | n | age group exact | within one | gender accuracy |",
-                      "| --- | --- | --- | --- | --- |"]
-            for group, g in f[key].items():
-                lines.append(f"| {group} | {g['n']} | {100 * g['age_group_exact']:.1f} % | "
-                             f"{100 * g['age_group_within_one']:.1f} % | {100 * g['gender_accuracy']:.1f} % |")
-            lines.append("")
+        cells = (("age group exact", lambda g: f"{100 * g['age_group_exact']:.1f} %"),
+                 ("within one", lambda g: f"{100 * g['age_group_within_one']:.1f} %"),
+                 ("gender accuracy", lambda g: f"{100 * g['gender_accuracy']:.1f} %"))
+        lines += _breakdown("By race group (FairFace)", f["by_race"], cells)
+        lines += _breakdown("By age group (FairFace)", f["by_age_group"], cells)
     return lines
+
+
+def _breakdown(title: str, groups: dict[str, dict], cells) -> list[str]:
+    """A card section: one row per group with its count and each (header, format) cell."""
+    lines = [f"### {title}", "", "| group | n | " + " | ".join(h for h, _ in cells) + " |",
+             "|" + " --- |" * (len(cells) + 2)]
+    lines += [f"| {group} | {g['n']} | " + " | ".join(fmt(g) for _, fmt in cells) + " |" for group, g in groups.items()]
+    return [*lines, ""]
 
 
 def stage_files(folder: Path, metrics: dict | None, card: ModelCard, stage: Path) -> list[Path]:
