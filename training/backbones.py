@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from demo.dlib_resnet import DlibResNet
 from demo.models import BackboneModel
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,12 @@ def load_pretrained_backbone(model: BackboneModel, architecture: str, weights: P
             state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only, no code
         source = str(weights)
     if architecture == "dlib_resnet":
-        # DlibResNet's stem and levels are the backbone's stages 0, 1, ...; its identity layer is not used.
-        renamed = {}
-        for key, value in state.items():
-            head, _, rest = key.partition(".")
-            if head == "stem":
-                renamed[f"0.{rest}"] = value
-            elif head == "levels":
-                level, _, rest = rest.partition(".")
-                renamed[f"{int(level) + 1}.{rest}"] = value
-        model.backbone.load_state_dict(renamed)
+        # The whole network, loaded strictly, hands its stages (stem, levels) to the backbone's stages;
+        # its 128-d identity layer is not used.
+        net = DlibResNet()
+        net.load_state_dict(state)
+        for mine, theirs in zip(model.stages, net.stages, strict=True):
+            mine.load_state_dict(theirs.state_dict())
     elif architecture == "mobilenet_v2":
         state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         model.backbone.load_state_dict(state)
