@@ -43,10 +43,14 @@ PACK_NAME = "faces.npz"
 OK, UNREADABLE, NO_FACE = 0, 1, 2
 
 
+def centre_distance(box: tuple[float, float, float, float], size: tuple[int, int]) -> float:
+    """Squared distance from a box's centre to the image centre."""
+    return ((box[0] + box[2]) / 2 - size[0] / 2) ** 2 + ((box[1] + box[3]) / 2 - size[1] / 2) ** 2
+
+
 def central_face(faces: list[Face], size: tuple[int, int]) -> Face:
     """The face whose box centre is nearest the image centre: the labelled face of a data set photo."""
-    cx, cy = size[0] / 2, size[1] / 2
-    return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
+    return min(faces, key=lambda f: centre_distance(f.box, size))
 
 
 def crop_faces(detector: FaceDetector, images: list[Image.Image], datasets: list[str]) -> list[dict]:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from training.fairface import age_group_of
+from training.prepare import centre_distance
 
 
 def read_labels(path: Path, split: str | None) -> dict[str, dict]:
@@ -41,17 +42,15 @@ def _key(file: str, labels: dict[str, dict]) -> str | None:
 
 
 def central_rows(rows: list[dict]) -> dict[str, dict]:
-    """model -> the row of the face nearest the photo's centre."""
+    """model -> the row of the face nearest the photo's centre, as `training.prepare` picks it."""
     with Image.open(rows[0]["file"]) as im:
-        cx, cy = im.width / 2, im.height / 2
-    best: dict[str, dict] = {}
+        size = im.size
+    by_model: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        if not r["model"]:
-            continue
-        d = ((float(r["x1"]) + float(r["x2"])) / 2 - cx) ** 2 + ((float(r["y1"]) + float(r["y2"])) / 2 - cy) ** 2
-        if r["model"] not in best or d < best[r["model"]][0]:
-            best[r["model"]] = (d, r)
-    return {m: r for m, (_, r) in best.items()}
+        if r["model"]:
+            by_model[r["model"]].append(r)
+    return {model: min(rs, key=lambda r: centre_distance(tuple(float(r[k]) for k in ("x1", "y1", "x2", "y2")), size))
+            for model, rs in by_model.items()}
 
 
 def score(predictions: Path, labels: dict[str, dict]) -> dict:
