@@ -100,8 +100,9 @@ def finetune(arch: str, size: int, args: argparse.Namespace, pack: FacePack, out
     speed = training_images_per_s(model, size)
     # Three epochs (one of heads, two of everything) in the budget, at the measured speed.
     per_epoch = int(speed * 60 * args.finetune_minutes / 3)
+    weights = pretrained(arch, args)
     cfg = TrainConfig(model="b", data=str(args.data), out=str(out_dir / f"{arch}_{size}"), architecture=arch,
-                      input_size=size, backbone_weights=str(pretrained(arch, args) or "") or None, epochs=3,
+                      input_size=size, backbone_weights=str(weights) if weights else None, epochs=3,
                       stage1_epochs=1, finetune_stages=len(model.stages), train_limit=per_epoch,
                       max_minutes=args.finetune_minutes, num_workers=0, device="cpu", patience=99)
     run = train(cfg)
