@@ -1,5 +1,6 @@
 """A real, tiny training run: two steps on a handful of faces, save, reload, resume."""
 
+import dataclasses
 import json
 
 import pytest
@@ -63,6 +64,15 @@ def test_resume_continues_exactly_where_it_stopped(tiny_pack, tmp_path, monkeypa
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
+def test_resume_keeps_the_saved_settings_but_may_change_threads(tmp_path):
+    from training.train import parse_args
+
+    saved = TrainConfig(model="b", out=str(tmp_path), epochs=7, input_size=128, threads=1)
+    (tmp_path / "train_config.json").write_text(json.dumps(dataclasses.asdict(saved)))
+    cfg, resume = parse_args(["--model", "b", "--out", str(tmp_path), "--resume", "--threads", "2", "--epochs", "9"])
+    assert resume and cfg == dataclasses.replace(saved, threads=2)
+
+
 def test_resume_without_a_run_says_so(tmp_path):
     (tmp_path / "train_config.json").write_text(json.dumps({"model": "a", "out": str(tmp_path)}))
     with pytest.raises(SystemExit, match="nothing to resume"):
@@ -116,3 +126,26 @@ def test_mix_flag_is_checked():
     assert parse_mix("utkface=0.6,fairface=0.4") == {"utkface": 0.6, "fairface": 0.4}
     with pytest.raises(SystemExit, match="--mix"):
         parse_mix("imdb=1")
+
+
+def test_layer_decay_slows_the_stages_nearest_the_input():
+    from demo.checkpoint import build_from_config
+    from training.train import make_optimizer
+
+    cfg = TrainConfig(model="b", lr=1e-2, finetune_lr=1e-3, layer_decay=0.5, device="cpu")
+    model = build_from_config(cfg.model_config())
+    optimizer, _ = make_optimizer(cfg, model, stage=2, steps_per_epoch=10)
+    rates = [group["initial_lr"] for group in optimizer.param_groups]
+    # The heads, then dlib's six stages from the top (last level) down to the stem.
+    assert rates == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5, 3.125e-5])
+    stem = {id(p) for p in model.stages[0].parameters()}
+    assert {id(p) for p in optimizer.param_groups[-1]["params"]} == stem
+    assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_cpu_speed_options_train_the_same_model(tiny_pack, tmp_path):
+    # bf16 autocast and channels_last on the CPU: a real run that still saves a model that loads.
+    run = train(_config(tiny_pack, tmp_path / "fast", epochs=1, max_steps=2, amp=True, channels_last=True))
+    assert load_model(run).config.input_size == 48
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert json.loads((run / "train_config.json").read_text())["amp"] is native

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 MODEL_DEFAULTS = {
     "a": {"architecture": "scratch_cnn", "input_size": 112, "name": "Model A (CNN from scratch)"},
     # dlib's face-recognition ResNet won the backbone contest (README, training.compare_backbones).
-    "b": {"architecture": "dlib_resnet", "input_size": 112, "name": "Model B (transfer learning)"},
+    "b": {"architecture": "dlib_resnet", "input_size": 128, "name": "Model B (transfer learning)"},
 }
 RESUME_NAME = "resume.pt"
 
@@ -66,11 +66,12 @@ class TrainConfig:
     backbone_weights: str | None = None  # Model B: local ImageNet file; None downloads
     flip: bool = False  # average answers over the face and its mirror image (calibration and serving)
     epochs: int = 30
-    stage1_epochs: int = 3  # Model B: epochs with the backbone frozen
-    finetune_stages: int = 3  # Model B: top backbone stages trained in stage 2
+    stage1_epochs: int = 1  # Model B: epochs with the backbone frozen (a warm-up of the new heads)
+    finetune_stages: int = 99  # Model B: top backbone stages trained in stage 2 (more than it has: all)
     batch_size: int = 128
     lr: float = 2e-3
-    finetune_lr: float = 2e-4  # Model B, stage 2: learning rate of the unfrozen backbone stages
+    finetune_lr: float = 3e-4  # Model B, stage 2: learning rate of the top backbone stage
+    layer_decay: float = 0.8  # Model B, stage 2: each stage below learns at this times the rate of the one above
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     dropout: float = 0.3
@@ -82,9 +83,12 @@ class TrainConfig:
     limit: int | None = None  # use only a fixed random N faces of each split
     train_limit: int | None = None  # use only a fixed random N training faces (validation stays whole)
     device: str = "auto"
-    amp: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only
-    num_workers: int = -1  # -1: min(8, CPUs)
+    # Speed options; the README's speed table measures each on the CPU (training.speed).
+    amp: bool = True  # bf16 autocast on CUDA, and on CPUs with native bf16 (off elsewhere: emulated, slow)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the training forward and backward
+    threads: int = 0  # torch's intra-op threads; 0: torch's default (one per core)
+    num_workers: int = -1  # -1: min(8, CPUs) on CUDA, 0 on the CPU (workers take cores from the arithmetic)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,8 +99,11 @@ class TrainConfig:
         self.input_size = self.input_size or defaults["input_size"]
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.amp and not self.cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.info("bf16 autocast off: this CPU has no native bf16")
+            self.amp = False
         if self.num_workers < 0:
-            self.num_workers = min(8, os.cpu_count() or 1)
+            self.num_workers = min(8, os.cpu_count() or 1) if self.cuda else 0
 
     @property
     def cuda(self) -> bool:
@@ -143,7 +150,10 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, stage: int, steps_p
     else:
         groups = [{"params": list(model.heads.parameters()), "lr": cfg.lr}]
     if cfg.model == "b" and stage == 2:
-        groups.append({"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": cfg.finetune_lr})
+        # Layer-wise decay: the stages nearest the input hold the most general features and move least.
+        trainable = model.stages[max(0, len(model.stages) - cfg.finetune_stages):]
+        for depth, block in enumerate(reversed(trainable)):
+            groups.append({"params": list(block.parameters()), "lr": cfg.finetune_lr * cfg.layer_decay ** depth})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     if cfg.model == "b":
         epochs = cfg.stage1_epochs if stage == 1 else cfg.epochs - cfg.stage1_epochs
@@ -165,15 +175,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     mcfg = cfg.model_config()
 
     pack = FacePack(cfg.data)
     train_ds = FaceDataset(pack, pack.indices("train", cfg.train_limit or cfg.limit), cfg.input_size, mcfg.mean,
                            mcfg.std, cfg.augment)
     val_ds = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std)
-    loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "pin_memory": cfg.cuda,
-                   "persistent_workers": cfg.num_workers > 0}
-    val_loader = DataLoader(val_ds, shuffle=False, **loader_args)
+    val_loader = make_loader(cfg, val_ds)
     train_sets = pack.dataset[train_ds.indices]
     log.info("%d training (%s) and %d validation faces from %s; mix %s", len(train_ds),
              ", ".join(f"{n} {name}" for name, n in _count_by_set(train_sets).items()), len(val_ds), pack.path,
@@ -183,8 +193,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.model == "b" and not resume:
         load_pretrained_backbone(model, cfg.architecture, Path(cfg.backbone_weights) if cfg.backbone_weights else None)
     model.to(cfg.device)
-    if cfg.cuda and cfg.channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.compile else model  # checkpoints save `model` itself
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
 
     state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": []}
@@ -209,13 +220,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         # Per-epoch seeds make a resumed run draw the same batches and augmentations.
         seed_everything(cfg.seed + epoch)
         order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
-        train_loader = DataLoader(train_ds, sampler=order.tolist(), drop_last=len(train_ds) > cfg.batch_size,
-                                  **loader_args)
+        train_loader = make_loader(cfg, train_ds, order.tolist())
         started = state["epoch_started"] = time.perf_counter()
-        train_stats = _train_epoch(cfg, model, train_loader, optimizer, scheduler, mcfg, epoch, state)
+        train_stats = _train_epoch(cfg, model, forward, train_loader, optimizer, scheduler, mcfg, epoch, state)
         seconds = time.perf_counter() - started
         del state["epoch_started"]  # from here on the epoch counts through its history row
-        val_out = collect_outputs(model, val_loader, cfg.device, cfg.cuda and cfg.channels_last)
+        val_out = collect_outputs(model, val_loader, cfg.device, cfg.channels_last)
         val_loss, _ = multitask_loss(val_out.age_logits, val_out.gender_logit, val_out.age_low, val_out.age_high,
                                      val_out.gender, mcfg.age_min, cfg.loss)
         val = split_metrics(val_out, mcfg.age_min)
@@ -250,32 +260,47 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return run_dir
 
 
-def _train_epoch(cfg, model, loader, optimizer, scheduler, mcfg, epoch, state) -> dict:
+def make_loader(cfg: TrainConfig, dataset: FaceDataset, order: list[int] | None = None) -> DataLoader:
+    """Batches of `dataset` in `order` (training: full batches only) or in its own order (evaluation)."""
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order,
+                      drop_last=order is not None and len(dataset) > cfg.batch_size,
+                      num_workers=cfg.num_workers, pin_memory=cfg.cuda)
+
+
+def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int):
+    """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs."""
+    x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+        age_logits, gender_logit = model(x)
+    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach(), age_logits.detach(), gender_logit.detach()
+
+
+def _train_epoch(cfg, model, forward, loader, optimizer, scheduler, mcfg, epoch, state) -> dict:
+    """One epoch; `forward` is `model` or its compiled form (same parameters)."""
     model.train()
     # Running MAE over the faces labelled in years only (a group has no single true age).
     totals = {"loss": 0.0, "abs_err": 0.0, "years": 0, "correct": 0.0, "n": 0}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-    for x, age_low, age_high, gender, _, _ in bar:
-        x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in (x, age_low, age_high, gender))
-        if cfg.cuda and cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.cuda and cfg.amp):
-            age_logits, gender_logit = model(x)
-        loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, mcfg.age_min, cfg.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+    for batch in bar:
+        loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
+        _, age_low, age_high, gender, _, _ = batch
         state["step"] += 1
         with torch.no_grad():
             n = len(age_low)
             totals["n"] += n
             totals["loss"] += loss.item() * n
             year = age_low == age_high
-            err = (decode_age(age_logits.detach(), mcfg.age_min).mean - age_low).abs()
+            err = (decode_age(age_logits, mcfg.age_min).mean.cpu() - age_low).abs()
             totals["abs_err"] += err[year].sum().item()
             totals["years"] += int(year.sum())
-            totals["correct"] += ((gender_logit.detach() > 0) == (gender == 1)).sum().item()
+            totals["correct"] += ((gender_logit.cpu() > 0) == (gender == 1)).sum().item()
         n = totals["n"]
         bar.set_postfix(loss=f"{totals['loss'] / n:.3f}", mae=f"{totals['abs_err'] / max(1, totals['years']):.2f}",
                         acc=f"{totals['correct'] / n:.3f}")
@@ -346,7 +371,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
                    "(default: natural proportions)")
     p.add_argument("--flip", action="store_true", help="average answers over each face and its mirror image")
     p.add_argument("--out", help="run folder (default runs/model_a or runs/model_b)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch "
+                   "(with its saved settings; only --threads may change)")
     p.add_argument("--architecture", default="",
                    help="scratch_cnn (Model A); Model B: dlib_resnet, mobilenet_v2, efficientnet_lite0 or _lite2")
     p.add_argument("--input-size", type=int, default=0, help="model input side in pixels (crops are 128)")
@@ -357,7 +383,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--finetune-stages", type=int, default=d.finetune_stages)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
+    p.add_argument("--finetune-lr", type=float, default=d.finetune_lr, help="Model B: top backbone stage's rate")
+    p.add_argument("--layer-decay", type=float, default=d.layer_decay,
+                   help="Model B: each backbone stage below the top learns at this times the rate above it")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--age-weight", type=float, default=1.0, help="0 trains gender alone")
@@ -367,24 +395,31 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float, help="stop training after this many minutes of training steps")
     p.add_argument("--limit", type=int, help="use only a fixed random N faces of each split")
+    p.add_argument("--train-limit", type=int, help="use only a fixed random N training faces (short runs)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--no-amp", action="store_true", help="train in fp32 (default: bf16 autocast where native)")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: one per core)")
     p.add_argument("--workers", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     out = a.out or f"runs/model_{a.model}"
     if a.resume:
         saved = json.loads((Path(out) / "train_config.json").read_text())
+        if a.threads:  # how fast, not what: a resumed run may get the cores another run has freed
+            saved["threads"] = a.threads
         return TrainConfig.from_dict(saved), True
     cfg = TrainConfig(
         model=a.model, data=a.data, mix=parse_mix(a.mix), flip=a.flip, out=out, architecture=a.architecture,
         input_size=a.input_size,
         widths=tuple(int(w) for w in a.widths.split(",")), backbone_weights=a.backbone_weights, epochs=a.epochs,
         stage1_epochs=a.stage1_epochs, finetune_stages=a.finetune_stages, batch_size=a.batch_size, lr=a.lr,
-        finetune_lr=a.finetune_lr, weight_decay=a.weight_decay, dropout=a.dropout,
+        finetune_lr=a.finetune_lr, layer_decay=a.layer_decay, weight_decay=a.weight_decay, dropout=a.dropout,
         loss=LossWeights(age=a.age_weight, gender=a.gender_weight),
         augment=AugmentConfig(enabled=not a.no_augment), patience=a.patience, max_steps=a.max_steps,
-        max_minutes=a.max_minutes, limit=a.limit, device=a.device, amp=not a.no_amp, num_workers=a.workers, seed=a.seed,
+        max_minutes=a.max_minutes, limit=a.limit, train_limit=a.train_limit, device=a.device, amp=not a.no_amp,
+        channels_last=not a.no_channels_last, compile=a.compile, threads=a.threads, num_workers=a.workers, seed=a.seed,
     )
     return cfg, False
 
