@@ -20,9 +20,9 @@ Validation only: the test split is never touched. Writes --out (JSON) and prints
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 from training.dataset import FaceDataset, FacePack
 from training.losses import LossWeights, multitask_loss
 from training.metrics import Outputs, cpu_ms_per_face, split_metrics
+from training.speed import images_per_second
 from training.train import TrainConfig, train
 
 BACKBONES = ("dlib_resnet", "efficientnet_lite0", "mobilenet_v2")
@@ -75,37 +76,15 @@ def pretrained(arch: str, args: argparse.Namespace) -> Path | None:
     return args.weights_dir / PRETRAINED_FILES[arch] if args.weights_dir else None
 
 
-def training_images_per_s(model, size: int, batch: int = 64, steps: int = 5, warmup: int = 3) -> float:
-    """Images/s of full training steps (forward, backward, AdamW) on random input.
-
-    The first steps are slow (oneDNN builds its kernels for each new shape), EfficientNet's
-    depthwise convolutions most of all: they are left out of the timing.
-    """
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, size, size)
-    for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
-        age_logits, gender_logit = model(x)
-        loss = age_logits.logsumexp(-1).mean() + gender_logit.mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return batch * steps / (time.perf_counter() - start)
-
-
 def finetune(arch: str, size: int, args: argparse.Namespace, pack: FacePack, out_dir: Path) -> dict:
-    model = build_model(arch, 116)
-    speed = training_images_per_s(model, size)
-    # Three epochs (one of heads, two of everything) in the budget, at the measured speed.
-    per_epoch = int(speed * 60 * args.finetune_minutes / 3)
     weights = pretrained(arch, args)
     cfg = TrainConfig(model="b", data=str(args.data), out=str(out_dir / f"{arch}_{size}"), architecture=arch,
                       input_size=size, backbone_weights=str(weights) if weights else None, epochs=3,
-                      stage1_epochs=1, finetune_stages=len(model.stages), train_limit=per_epoch,
-                      max_minutes=args.finetune_minutes, num_workers=0, device="cpu", patience=99)
-    run = train(cfg)
+                      stage1_epochs=1, max_minutes=args.finetune_minutes, device="cpu", patience=99)
+    speed = images_per_second(cfg, pack, steps=5, warmup=3)  # every stage trainable, as in stage 2
+    # Three epochs (one of heads, two of everything) in the budget, at the measured speed.
+    per_epoch = int(speed * 60 * args.finetune_minutes / 3)
+    run = train(dataclasses.replace(cfg, train_limit=per_epoch))
     val = json.loads((run / "val_metrics.json").read_text())
     return {"backbone": arch, "input_size": size, "budget_minutes": args.finetune_minutes,
             "train_images_per_s": round(speed, 1), "faces_per_epoch": min(per_epoch, len(pack.indices("train"))),

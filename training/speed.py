@@ -1,0 +1,133 @@
+"""Training speed on this machine: images/s of Model A and Model B under each speed option.
+
+    python -m training.speed --data data/faces --out reports/speed.json
+
+Each row changes one thing from the row it names as its base and runs real training steps
+(the trainer's own `train_step`, data loader and augmentation, every layer trainable) on packed
+training faces, timing `--steps` steps after `--warmup` steps. Weights start random: speed does
+not depend on them. What an option does to accuracy is measured separately, by short training
+runs (README, "Training speed on the CPU").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from demo.checkpoint import build_from_config
+from training.dataset import AugmentConfig, FaceDataset, FacePack
+from training.train import TrainConfig, make_loader, make_optimizer, train_step
+
+log = logging.getLogger(__name__)
+
+# (name, base row, changes to TrainConfig). The first row of each model is the trainer's old CPU default.
+VARIANTS: list[tuple[str, str | None, dict]] = [
+    ("decode every epoch, 2 workers, fp32", None,
+     {"num_workers": 2, "channels_last": False, "amp": False, "decode_every_epoch": True}),
+    ("decode once, 2 workers", "decode every epoch, 2 workers, fp32", {"decode_every_epoch": False}),
+    ("decode once, no workers", "decode once, 2 workers", {"num_workers": 0}),
+    ("+ channels_last", "decode once, no workers", {"channels_last": True}),
+    ("+ bf16 autocast", "+ channels_last", {"amp": True}),
+    ("bf16, 1 worker augmenting", "+ bf16 autocast", {"num_workers": 1}),
+    ("bf16 autocast without channels_last", "decode once, no workers", {"amp": True}),
+    ("+ torch.compile", "+ channels_last", {"compile": True}),
+    ("bf16 + torch.compile", "+ bf16 autocast", {"compile": True}),
+    ("1 thread", "+ channels_last", {"threads": 1}),
+    ("batch 64", "+ channels_last", {"batch_size": 64}),
+    ("batch 256", "+ channels_last", {"batch_size": 256}),
+    ("input 96 px", "+ channels_last", {"input_size": 96}),  # too small for dlib's ResNet
+    ("input 128 px", "+ channels_last", {"input_size": 128}),
+    ("input 150 px", "+ channels_last", {"input_size": 150}),  # dlib's own input size
+    ("loader only, no training step", "+ bf16 autocast", {"loader_only": True}),
+]
+NOT_CONFIG = {"decode_every_epoch", "loader_only"}  # settings of this benchmark, not of TrainConfig
+SKIP = {"a": {"input 150 px"}, "b": {"input 96 px"}}
+
+
+class DecodingEveryEpoch(FaceDataset):
+    """The trainer before crops were decoded once: each drawn face is decoded from WebP again."""
+
+    def crop(self, k: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.pack.image(int(self.indices[k])))).permute(2, 0, 1)
+
+
+def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int,
+                      decode_every_epoch: bool = False, loader_only: bool = False) -> float:
+    """Training images/s of `cfg` over `steps` timed steps (with `loader_only`, batches drawn and dropped)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(cfg.threads or torch.get_num_threads())
+    mcfg = cfg.model_config()
+    faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
+    kind = DecodingEveryEpoch if decode_every_epoch else FaceDataset
+    dataset = kind(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig())
+    model = build_from_config(mcfg).train()
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # Model B as in fine-tuning, its slowest stage: every backbone stage trainable.
+    optimizer, scheduler = make_optimizer(cfg, model, 2 if cfg.model == "b" else 1, steps + warmup)
+    forward = torch.compile(model) if cfg.compile else model
+    loader = make_loader(cfg, dataset, list(range(len(dataset))))
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # a small set is gone through again
+    images, started = 0, 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        batch = next(batches)
+        images += len(batch[0]) if i >= warmup else 0
+        if not loader_only:
+            train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
+    return images / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/faces")
+    p.add_argument("--models", default="a,b")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--only", help="run only the rows whose names contain this text (and their bases)")
+    p.add_argument("--out", help="write the rows as JSON here (updating the rows of an earlier run)")
+    a = p.parse_args(argv)
+    pack = FacePack(a.data)
+    threads = torch.get_num_threads()
+    rows = []
+    for model in a.models.split(","):
+        configs: dict[str, dict] = {}
+        for name, base, changes in VARIANTS:
+            settings = {**(configs[base] if base else {"threads": threads}), **changes}
+            configs[name] = settings
+            if (a.only and a.only not in name) or name in SKIP[model]:
+                continue
+            options = {k: v for k, v in settings.items() if k not in NOT_CONFIG}
+            cfg = TrainConfig(model=model, data=a.data, device="cpu", **options)
+            rate = images_per_second(cfg, pack, a.steps, a.warmup, **{k: settings.get(k, False) for k in NOT_CONFIG})
+            row = {"model": model, "option": name, "base": base, "images_per_s": round(rate, 1),
+                   "architecture": cfg.architecture, "input_size": cfg.input_size, "batch_size": cfg.batch_size,
+                   "threads": cfg.threads, **{k: v for k, v in dataclasses.asdict(cfg).items() if k in changes}}
+            log.info("model %s, %s: %.1f images/s", model, name, rate)
+            rows.append(row)
+    if a.out:  # rows measured now replace the same rows of an earlier run; the others stay
+        out = Path(a.out)
+        earlier = json.loads(out.read_text()) if out.is_file() else []
+        fresh = {(r["model"], r["option"]) for r in rows}
+        rows = [r for r in earlier if (r["model"], r["option"]) not in fresh] + rows
+        order = [name for name, _, _ in VARIANTS]
+        rows.sort(key=lambda r: (r["model"], order.index(r["option"])))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    print("| model | option | compared with | images/s |\n| --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['model'].upper()} | {row['option']} | {row['base'] or ''} | {row['images_per_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
