@@ -124,7 +124,8 @@ class LoadedModel:
     """A model in eval mode with its config, turning preprocessed batches into predictions."""
 
     def __init__(self, model: nn.Module, config: ModelConfig, folder: Path, device: str = "cpu") -> None:
-        self.model = model.to(device).eval()
+        # channels_last: dlib's ResNet answers a face in 8-11 ms on 2 CPU threads instead of 18-19 (README).
+        self.model = model.to(device, memory_format=torch.channels_last).eval()
         self.config = config
         self.folder = folder
         self.device = device
@@ -132,7 +133,7 @@ class LoadedModel:
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> Prediction:
         c = self.config
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, memory_format=torch.channels_last)
         age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
         return Prediction(
             age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_coverage),

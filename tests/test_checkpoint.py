@@ -25,7 +25,9 @@ def test_round_trip_keeps_config_and_outputs(tmp_path):
     with torch.inference_mode():
         expected = model.eval()(x)
         got = loaded.model(x)
-    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    # Same weights bit for bit; the outputs only up to rounding, as the loader serves in channels_last.
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in model.state_dict().items())
+    assert torch.allclose(expected[0], got[0], atol=1e-5) and torch.allclose(expected[1], got[1], atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 

@@ -62,9 +62,12 @@ def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_
 
 
 def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5, flip: bool = False) -> float:
-    """Median CPU milliseconds for one face (a batch of one; two with `flip`) through `model`, after warm-up."""
-    model = model.to("cpu").eval()
-    x = torch.randn(1, 3, input_size, input_size)
+    """Median CPU milliseconds for one face (a batch of one; two with `flip`) through `model`, after warm-up.
+
+    Model and input in channels_last, as `demo.checkpoint.LoadedModel` serves them.
+    """
+    model = model.to("cpu", memory_format=torch.channels_last).eval()
+    x = torch.randn(1, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         for i in range(warmup + runs):
