@@ -155,9 +155,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         gr.Markdown(
             "# Age and gender, two ways\n"
             "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "
-            "**Model B**, a pretrained network fine-tuned on the same data. Ages come with an 80 % range. "
-            "Both models were trained on UTKFace and estimate apparent age and binary gender as labelled "
-            "there: a demonstration, not a judgement about anyone."
+            "**Model B**, a face-recognition network fine-tuned on the same data. Ages come with an 80 % range. "
+            "Both models were trained on UTKFace and FairFace and estimate apparent age and binary gender as "
+            "labelled there: a demonstration, not a judgement about anyone."
         )
         if source_lines:
             gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")

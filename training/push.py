@@ -84,9 +84,15 @@ def _training_summary(folder: Path) -> str | None:
         rows = list(csv.DictReader(f))
     minutes = sum(float(r["seconds"]) for r in rows) / 60
     rate = sum(float(r["images_per_s"]) for r in rows) / len(rows)
+    stages = ""
+    if cfg["model"] == "b":
+        stages = (f"; the backbone frozen for {cfg['stage1_epochs']} epoch(s), then fine-tuned at learning rate "
+                  f"{cfg['finetune_lr']:g} for its top stage, {cfg.get('layer_decay', 1.0):g} times that for each "
+                  "stage below")
     return (f"Trained for {len(rows)} epochs (batch {cfg['batch_size']}, input {cfg['input_size']} px, device "
-            f"`{cfg['device']}`) in {minutes:.0f} minutes of training steps, {rate:.0f} images/s on average; "
-            "settings in `train_config.json`, per-epoch log in `history.csv`.")
+            f"`{cfg['device']}`{', bf16 autocast' if cfg.get('amp') else ''}) in {minutes:.0f} minutes of training "
+            f"steps, {rate:.0f} images/s on average{stages}; settings in `train_config.json`, per-epoch log in "
+            "`history.csv`.")
 
 
 def _trained_on(folder: Path) -> str:
@@ -128,11 +134,13 @@ def _card_body(config, metrics: dict | None, repo_id: str, training: str | None 
         "## Intended use and limits", "",
         "- For demonstrations, teaching and research on age and gender estimation; not for decisions about people "
         "(identity, access, eligibility, law enforcement or anything with legal or similar effect).",
-        "- Apparent age and binary gender as labelled in UTKFace: the model says what a face looks like to the "
-        "annotators, not a person's age or gender identity.",
-        "- UTKFace is mostly frontal, well lit and skewed towards White adults and young children; accuracy is "
-        "lower for the groups with fewer images (see the breakdown above) and for profiles, occlusions, blur, "
-        "make-up and heavy filters.",
+        f"- Apparent age and binary gender as labelled in {trained_on}: the model says what a face looks like to "
+        "the annotators, not a person's age or gender identity.",
+        "- UTKFace is mostly frontal, well lit and skewed towards White adults and young children"
+        + ("; FairFace adds photos in the wild, balanced by race group, labelled with age groups only" if
+           "FairFace" in trained_on else "")
+        + "; accuracy is lower for the groups with fewer images (see the breakdown above) and for profiles, "
+        "occlusions, blur, make-up and heavy filters.",
     ]
     return "\n".join(lines) + "\n"
 
