@@ -95,9 +95,9 @@ class FacePack:
 class FaceDataset(Dataset):
     """(input tensor, age_low, age_high, gender, race, data set) for some faces, preprocessed like the app's.
 
-    Every crop is decoded once, up front, into one uint8 tensor (128x128x3 bytes a face): on a
-    2-core machine decoding WebP every epoch costs more than the arithmetic it competes with, and
-    data-loader workers forked later share the tensor instead of each decoding their own copy.
+    Every crop is decoded once, up front, into one uint8 tensor (128x128x3 bytes a face), so no epoch
+    decodes WebP again and data-loader workers forked later share the tensor instead of each
+    keeping a copy of their own.
     """
 
     def __init__(self, pack: FacePack, indices: np.ndarray, input_size: int, mean, std,
