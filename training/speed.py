@@ -24,7 +24,7 @@ import torch
 
 from demo.checkpoint import build_from_config
 from training.dataset import AugmentConfig, FaceDataset, FacePack
-from training.train import TrainConfig, make_loader, make_optimizer, train_step
+from training.train import TrainConfig, make_loader, make_optimizer, place_model, train_step
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,16 @@ def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int,
                       decode_every_epoch: bool = False, loader_only: bool = False) -> float:
     """Training images/s of `cfg` over `steps` timed steps (with `loader_only`, batches drawn and dropped)."""
     torch.manual_seed(0)
-    torch.set_num_threads(cfg.threads or torch.get_num_threads())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     mcfg = cfg.model_config()
     faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
     kind = DecodingEveryEpoch if decode_every_epoch else FaceDataset
     dataset = kind(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig())
     model = build_from_config(mcfg).train()
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    forward = place_model(cfg, model)
     # Model B as in fine-tuning, its slowest stage: every backbone stage trainable.
     optimizer, scheduler = make_optimizer(cfg, model, 2 if cfg.model == "b" else 1, steps + warmup)
-    forward = torch.compile(model) if cfg.compile else model
     loader = make_loader(cfg, dataset, list(range(len(dataset))))
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # a small set is gone through again
     images, started = 0, 0.0

@@ -192,10 +192,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     model = build_from_config(mcfg)
     if cfg.model == "b" and not resume:
         load_pretrained_backbone(model, cfg.architecture, Path(cfg.backbone_weights) if cfg.backbone_weights else None)
-    model.to(cfg.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model  # checkpoints save `model` itself
+    forward = place_model(cfg, model)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
 
     state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": []}
@@ -258,6 +255,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     calibrate(run_dir, val_loader, cfg)
     return run_dir
+
+
+def place_model(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """Move `model` to the device and memory format of `cfg`, in place; return what to call for training steps.
+
+    That is `model` itself, or its torch.compile form (same parameters: checkpoints save `model`).
+    """
+    model.to(cfg.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    return torch.compile(model) if cfg.compile else model
 
 
 def make_loader(cfg: TrainConfig, dataset: FaceDataset, order: list[int] | None = None) -> DataLoader:
