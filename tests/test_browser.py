@@ -7,12 +7,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES
+from training.screenshot import CHROMIUM, QUIET_FLAGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
-# Without these, Chromium tries to reach Google's services and the closed network refuses it.
-QUIET_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
 
 
 def write_y4m(photo: Path, path: Path, frames: int = 20, size=(640, 480)) -> Path:

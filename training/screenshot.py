@@ -3,8 +3,8 @@
     python -m training.screenshot --out reports/app.jpg
 
 Serves the app on a free loopback port, uploads the photo in headless Chromium (Debian's
-`chromium`, driven by Playwright, as in tests/test_browser.py), waits for every face's row and
-saves the whole page as a JPEG.
+`chromium`, driven by Playwright, as tests/test_browser.py does), waits for the note that
+reports the faces found and saves the whole page as a JPEG.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from demo.sources import load_models, specs_from_env
 from demo.ui import build_demo
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+# Without these, Chromium tries to reach Google's services and the closed network refuses it.
 QUIET_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photo", type=Path, default=ROOT / "demo" / "examples" / "group.jpg")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "app.jpg")
-    p.add_argument("--chromium", type=Path, default=Path("/usr/bin/chromium"))
+    p.add_argument("--chromium", type=Path, default=CHROMIUM)
     a = p.parse_args(argv)
     screenshot(a.photo, a.out, a.chromium)
     print(f"wrote {a.out}")
