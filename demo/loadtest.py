@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -147,14 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         proc = start_app(port)
         url, pid = f"http://127.0.0.1:{port}/", proc.pid
     try:
-        # One request per client first, not counted: the server's first answers allocate what it
-        # keeps (model workspaces, thread pools), which is not growth.
-        folder = Path(tempfile.mkdtemp(prefix="loadtest_"))
-        images = [args.image] * args.clients if args.same_image else client_images(args.image, args.clients, folder)
-        run_load(url, images, 1, args.time_limit)
-        before = rss_mb(pid) if pid else None
-        result = run_load(url, images, args.requests, args.time_limit)
-        shutil.rmtree(folder, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="loadtest_") as folder:
+            images = ([args.image] * args.clients if args.same_image
+                      else client_images(args.image, args.clients, Path(folder)))
+            # One request per client first, not counted: the server's first answers allocate what it
+            # keeps (model workspaces, thread pools), which is not growth.
+            run_load(url, images, 1, args.time_limit)
+            before = rss_mb(pid) if pid else None
+            result = run_load(url, images, args.requests, args.time_limit)
         result.update(memory_before_mb=before, memory_after_mb=rss_mb(pid) if pid else None, url=url,
                       image=str(args.image), same_image=args.same_image, cpus=os.cpu_count())
     finally:
