@@ -9,7 +9,6 @@ temperatures, label names), so nothing is guessed from tensor shapes. Only safet
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from demo.heads import AgeEstimate, decode_age, gender_probability
+from demo.files import atomic_write
+from demo.heads import AGE_MAX, AGE_MIN, AgeEstimate, decode_age, gender_probability
 from demo.models import build_model
 
 WEIGHTS_NAME = "model.safetensors"
@@ -39,8 +39,8 @@ class ModelConfig:
     std: tuple[float, float, float]
     crop_size: int
     crop_margin: float
-    age_min: int = 1
-    age_max: int = 116
+    age_min: int = AGE_MIN
+    age_max: int = AGE_MAX
     arch_kwargs: dict = field(default_factory=dict)
     age_temperature: float = 1.0  # fitted on validation so the range has its stated coverage
     gender_temperature: float = 1.0  # fitted on validation by log-likelihood
@@ -81,12 +81,10 @@ def save_model(model: nn.Module, config: ModelConfig, folder: Path) -> None:
     """Write weights and config; each file is replaced atomically, so a crash leaves the old pair."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, tmp, metadata={"format": "pt", "architecture": config.architecture})
-    os.replace(tmp, folder / WEIGHTS_NAME)
-    tmp = folder / (CONFIG_NAME + ".tmp")
-    tmp.write_text(config.to_json())
-    os.replace(tmp, folder / CONFIG_NAME)
+    with atomic_write(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, tmp, metadata={"format": "pt", "architecture": config.architecture})
+    with atomic_write(folder / CONFIG_NAME) as tmp:
+        tmp.write_text(config.to_json())
 
 
 def read_config(folder: Path) -> ModelConfig:
@@ -114,10 +112,10 @@ def forward_with_flip(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tens
 
 @dataclass
 class Prediction:
-    """Decoded outputs for a batch of faces."""
+    """Decoded outputs for a batch of faces; None for a task the model was not trained on (config.tasks)."""
 
-    age: AgeEstimate
-    p_female: torch.Tensor
+    age: AgeEstimate | None
+    p_female: torch.Tensor | None
 
 
 class LoadedModel:
@@ -135,9 +133,10 @@ class LoadedModel:
         c = self.config
         batch = batch.to(self.device, memory_format=torch.channels_last)
         age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
+        # A head whose loss had no weight in training is untrained: its output means nothing.
         return Prediction(
-            age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_coverage),
-            p_female=gender_probability(gender_logit, c.gender_temperature),
+            age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_coverage) if "age" in c.tasks else None,
+            p_female=gender_probability(gender_logit, c.gender_temperature) if "gender" in c.tasks else None,
         )
 
 

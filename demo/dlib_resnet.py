@@ -13,7 +13,7 @@ layer without bias. The first block of every level from 64 on halves the size; i
   output padded to 4x4.
 
 Input: RGB in 0..1, normalised with DLIB_MEAN and DLIB_STD, which is dlib's (pixel - mean) / 256.
-Weights: `python -m training.convert_dlib_backbone` writes them from dlib's own file.
+Weights: `python -m tools.convert_dlib_backbone` writes them from dlib's own file.
 """
 
 from __future__ import annotations

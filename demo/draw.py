@@ -14,8 +14,7 @@ def face_label(result_face, model_keys: list[str]) -> str:
     """'#2 A: 31 F  B: 34 F', or '#2 too small'."""
     if not result_face.judged:
         return f"#{result_face.number} too small"
-    answers = [f"{key.upper()}: {round(a.age)} {a.gender[0].upper()}"
-               for key in model_keys if (a := result_face.answers.get(key))]
+    answers = [f"{key.upper()}: {a.short()}" for key in model_keys if (a := result_face.answers.get(key))]
     return f"#{result_face.number} " + "  ".join(answers)
 
 

@@ -28,10 +28,10 @@ MIN_FACE_SIZE = 20
 # validation photos it found the same faces, 95 % of them with identical landmarks.
 DETECT_THRESHOLDS = (0.7, 0.7, 0.8)
 # Webcam frames skip faces under 40 px: on a 640x480 frame that halves detection time
-# (70.8 -> 35.2 ms median on 2 CPU threads, python -m demo.benchmark).
+# (70.8 -> 35.2 ms median on 2 CPU threads, python -m tools.benchmark).
 LIVE_MIN_FACE_SIZE = 40
 # Detections scoring below this are not faces often enough to be shown (the app's slider and
-# --min-score change it). Chosen on the training photos: see training.detection_threshold.
+# --min-score change it). Chosen on the training photos: see tools.detection_threshold.
 MIN_SCORE = 0.90
 # Faces smaller than this (in original pixels) are boxed but not judged: too few pixels.
 MIN_JUDGE_SIZE = 32

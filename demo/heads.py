@@ -1,6 +1,6 @@
 """The two task heads shared by both models, and how their outputs become years and probabilities.
 
-The age head predicts a distribution over whole years (one logit per year, AGE_MIN_BIN..AGE_MAX_BIN).
+The age head predicts a distribution over whole years (one logit per year, AGE_MIN..AGE_MAX).
 Its mean is the point estimate; its 10th and 90th percentiles give the 80 % range. A temperature,
 fitted on the validation split after training, makes that range honest.
 """
@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+# The years the age head has a bin for: UTKFace's range, which every other data set's ages fall in.
+AGE_MIN, AGE_MAX = 1, 116
 
 
 class AgeGenderHeads(nn.Module):

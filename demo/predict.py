@@ -48,11 +48,16 @@ def rows_for(file: str, result: ImageResult, model_names: dict[str, str]) -> lis
             rows.append({**base, "note": "face too small to judge"})
             continue
         for key, answer in face.answers.items():
-            rows.append({**base, "model": key, "age": round(answer.age, 1), "age_low": answer.age_low,
-                         "age_high": answer.age_high, "gender": answer.gender, "p_female": round(answer.p_female, 4)})
+            rows.append({**base, "model": key, "age": _rounded(answer.age, 1), "age_low": answer.age_low,
+                         "age_high": answer.age_high, "gender": answer.gender,
+                         "p_female": _rounded(answer.p_female, 4)})
     if not result.faces:
         rows.append({"file": file, "note": result.note})
     return rows
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)  # None: a task the model was not trained on
 
 
 def run(paths: list[Path], out: Path, predictor: Predictor) -> tuple[int, int]:

@@ -16,21 +16,36 @@ from demo.faces import MIN_JUDGE_SIZE, MIN_SCORE, Face, FaceDetector, align_crop
 
 @dataclass(frozen=True)
 class ModelAnswer:
-    age: float
-    age_low: int
-    age_high: int
-    p_female: float
+    """One model's answer for one face; the fields of a task the model was not trained on are None."""
+
+    age: float | None
+    age_low: int | None
+    age_high: int | None
+    p_female: float | None
 
     @property
-    def gender(self) -> str:
+    def gender(self) -> str | None:
+        if self.p_female is None:
+            return None
         return "female" if self.p_female >= 0.5 else "male"
 
     @property
-    def gender_confidence(self) -> float:
-        return max(self.p_female, 1 - self.p_female)
+    def gender_confidence(self) -> float | None:
+        return None if self.p_female is None else max(self.p_female, 1 - self.p_female)
 
     def age_text(self) -> str:
-        return f"{round(self.age)} ({self.age_low}-{self.age_high})"
+        return NO_ANSWER if self.age is None else f"{round(self.age)} ({self.age_low}-{self.age_high})"
+
+    def gender_text(self) -> str:
+        return NO_ANSWER if self.p_female is None else f"{self.gender} ({100 * self.gender_confidence:.0f} %)"
+
+    def short(self, with_range: bool = False) -> str:
+        """'31 F' ('31 (27-36) F' with the range), or the part the model answers ('31', 'F')."""
+        age = None if self.age is None else (self.age_text() if with_range else str(round(self.age)))
+        return " ".join(part for part in (age, self.gender and self.gender[0].upper()) if part)
+
+
+NO_ANSWER = "not trained"  # shown for a task the model was not trained on
 
 
 @dataclass
@@ -114,12 +129,13 @@ class Predictor:
                 c = model.config
                 batch = to_model_input(crops[(c.crop_size, c.crop_margin)], c.input_size, c.mean, c.std)
                 prediction = model.predict(batch)
+                age, p_female = prediction.age, prediction.p_female
                 for i, r in enumerate(judged):
                     r.answers[name] = ModelAnswer(
-                        age=float(prediction.age.mean[i]),
-                        age_low=int(prediction.age.low[i]),
-                        age_high=int(prediction.age.high[i]),
-                        p_female=float(prediction.p_female[i]),
+                        age=None if age is None else float(age.mean[i]),
+                        age_low=None if age is None else int(age.low[i]),
+                        age_high=None if age is None else int(age.high[i]),
+                        p_female=None if p_female is None else float(p_female[i]),
                     )
             timings[f"model_{name}"] = _ms_since(start)
         return ImageResult(size=image.size, faces=results, timings_ms=timings,

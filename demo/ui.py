@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import time
-import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +13,7 @@ from PIL import Image
 
 from demo.draw import annotate
 from demo.faces import MIN_SCORE
+from demo.files import atomic_write
 from demo.images import ImageError, load_image, to_rgb
 from demo.predictor import ImageResult, Predictor
 
@@ -51,7 +50,7 @@ def write_cached_images_atomically() -> None:
     Gradio 6 names a cached output by the hash of its bytes and writes it in place. Two requests
     with the same answer (the same photo uploaded twice, an example clicked by two users) then
     write one file while a client downloads it, and the download is cut short (seen in
-    `demo.loadtest --same-image`: 5 of 500 requests failed). Writing to a temporary name and
+    `tools.loadtest --same-image`: 5 of 500 requests failed). Writing to a temporary name and
     renaming makes every reader see a whole file; a file that already exists already holds these
     bytes and is left alone.
     """
@@ -66,9 +65,8 @@ def write_cached_images_atomically() -> None:
         folder.mkdir(exist_ok=True, parents=True)
         path = (folder / f"{name}.{format}").resolve()
         if not path.exists():
-            tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                tmp.write_bytes(data)
         return str(path)
 
     save_pil_to_cache.atomic = True
@@ -84,7 +82,7 @@ def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
             if answer is None:
                 row += ["too small", ""]
             else:
-                row += [answer.age_text(), f"{answer.gender} ({100 * answer.gender_confidence:.0f} %)"]
+                row += [answer.age_text(), answer.gender_text()]
         rows.append(row)
     return rows
 
@@ -94,7 +92,7 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
     for face in result.faces:
         if face.crop is not None:
             caption = f"#{face.number} · " + " · ".join(
-                f"{key.upper()}: {a.age_text()} {a.gender[0].upper()}" for key, a in face.answers.items())
+                f"{key.upper()}: {a.short(with_range=True)}" for key, a in face.answers.items())
             items.append((face.crop, caption))
     return items
 

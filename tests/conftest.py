@@ -85,9 +85,10 @@ def ff_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_pack(utk_folder, ff_folder, tmp_path_factory) -> Path:
     """Both tiny sets packed by training.prepare, with a split seed that gives each set all three splits."""
+    from training.utkface import SPLITS, assign_split, scan
+
     from training import fairface
     from training.prepare import prepare
-    from training.utkface import SPLITS, assign_split, scan
 
     sets = [scan(utk_folder)[0], fairface.scan(ff_folder)[0]]
     seed = next(s for s in range(200) if all({assign_split(r.sha256, s) for r in rs} == set(SPLITS) for rs in sets))

@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import save_file
+from training.backbones import PRETRAINED_FILES, BackboneDownloadError, load_pretrained_backbone
 
 from demo.models import build_model
 from tests.conftest import SHARED_WEIGHTS
-from training.backbones import PRETRAINED_FILES, BackboneDownloadError, load_pretrained_backbone
 
 needs_weights = pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="needs ../shared/weights")
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES
-from training.screenshot import CHROMIUM, QUIET_FLAGS
+from tools.chromium import CHROMIUM, QUIET_FLAGS
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
 

@@ -2,10 +2,10 @@ import csv
 import json
 
 import pytest
+from training.convert_dlib_backbone import installed_dat
 
 from tests.conftest import SHARED_WEIGHTS
 from training import compare_backbones
-from training.convert_dlib_backbone import installed_dat
 
 
 @pytest.mark.skipif(not SHARED_WEIGHTS.is_dir() or installed_dat() is None,

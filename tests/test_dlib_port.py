@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from training.convert_dlib_backbone import installed_dat
 
 from demo.dlib_resnet import DLIB_MEAN, DLIB_STD, DlibResNet, add_padded
 from tests.conftest import ASTRONAUT, GROUP, HOPPER
 from training import convert_dlib_backbone
-from training.convert_dlib_backbone import installed_dat
 
 dlib = pytest.importorskip("dlib")
 DAT = installed_dat()
@@ -70,8 +70,9 @@ def test_residual_sum_pads_like_dlib():
 
 
 def test_model_b_on_the_dlib_backbone(converted):
-    from demo.models import NORMALISATION, build_model
     from training.backbones import load_pretrained_backbone
+
+    from demo.models import NORMALISATION, build_model
 
     model = build_model("dlib_resnet", 116)
     load_pretrained_backbone(model, "dlib_resnet", converted)

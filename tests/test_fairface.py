@@ -6,11 +6,11 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from training.dataset import FacePack, mixed_order
+from training.losses import age_losses
 
 from tests.conftest import FAIRFACE_ROWS, ROOT
 from training import fairface
-from training.dataset import FacePack, mixed_order
-from training.losses import age_losses
 from training.prepare import kind_of
 
 SHARED_FAIRFACE = ROOT.parent / "shared" / "data" / "FairFace-train-15k.tar"

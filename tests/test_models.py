@@ -1,9 +1,9 @@
 import pytest
 import torch
+from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 
 from demo.models import build_model
 from tests.conftest import SHARED_WEIGHTS
-from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 
 
 @pytest.mark.parametrize("architecture", ["scratch_cnn", "mobilenet_v2", "efficientnet_lite0"])

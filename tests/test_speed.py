@@ -3,9 +3,9 @@
 import math
 
 import torch
-
 from training.dataset import AugmentConfig, FaceDataset, FacePack
 from training.speed import NOT_CONFIG, VARIANTS, DecodingEveryEpoch, images_per_second
+
 from training.train import TrainConfig
 
 

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from training.dataset import AugmentConfig, FaceDataset, FacePack
 
 from demo.checkpoint import load_model
 from tests.conftest import SHARED_WEIGHTS
-from training.dataset import AugmentConfig, FaceDataset, FacePack
 from training.train import TrainConfig, main, train
 
 

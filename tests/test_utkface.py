@@ -3,7 +3,6 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from training.dataset import FacePack
 from training.utkface import Labels, assign_split, iter_images, parse_labels, scan
 

@@ -1,248 +1,27 @@
-"""Turn UTKFace and FairFace downloads into the packed face crops the models train on.
+"""Crop every face of data-set downloads with the app's own detector and alignment, and pack them.
 
     python -m training.prepare --data PATH/UTKFace.tar.gz --data PATH/FairFace-train-15k.tar --out data/faces
 
-Each --data is an archive or a folder; its kind (UTKFace or FairFace) is recognised from its content.
-Writes to --out:
-  splits.csv   every kept image with its data set, labels, content hash and split (the split of record)
-  faces.npz    WebP-encoded 128 px crops + labels, loaded by training.dataset.FacePack
-  prepare.json counts: files, skipped rows by reason, duplicates, unreadable images, faces found
-Work is done in parts of PART_SIZE images under parts/; an interrupted run picks up where it
-stopped, so re-running the same command only does what is missing.
-
-Faces are found and cropped by the app's own `FaceDetector` and `align_crop`. Where MTCNN finds
-several faces, the one nearest the centre is the labelled one (both sets centre their face).
-Where it finds none, a UTKFace chip is kept as it is (its authors aligned it to the framing the
-crop uses); a FairFace photo is left out and counted.
+Each --data is an archive or a folder, as downloaded; which data set it is (UTKFace, FairFace, or
+any other registered in training/data/), is recognised from its content. Writes splits.csv,
+faces.npz and prepare.json to --out (see training/data/prepare.py). Resumable: re-running the
+same command only does what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
-import os
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
-from demo.faces import CROP_MARGIN, CROP_SIZE, Face, FaceDetector, align_crop
-from training import fairface, utkface
-from training.records import AGE_KINDS, DATASETS, SPLITS, Record, ScanStats
-
-log = logging.getLogger(__name__)
-
-PART_SIZE = 512
-WEBP_QUALITY = 80
-PACK_NAME = "faces.npz"
-# Status of each image in a part.
-OK, UNREADABLE, NO_FACE = 0, 1, 2
-
-
-def centre_distance(box: tuple[float, float, float, float], size: tuple[int, int]) -> float:
-    """Squared distance from a box's centre to the image centre."""
-    return ((box[0] + box[2]) / 2 - size[0] / 2) ** 2 + ((box[1] + box[3]) / 2 - size[1] / 2) ** 2
-
-
-def central_face(faces: list[Face], size: tuple[int, int]) -> Face:
-    """The face whose box centre is nearest the image centre: the labelled face of a data set photo."""
-    return min(faces, key=lambda f: centre_distance(f.box, size))
-
-
-def crop_faces(detector: FaceDetector, images: list[Image.Image], datasets: list[str]) -> list[dict]:
-    """Crop each image the way the app crops a photo.
-
-    Per image: crop (or None), status, whether a face was detected, its detection score, how many
-    faces were found, and the scores of the others (for choosing the app's detection threshold).
-    """
-    results = []
-    for image, dataset, faces in zip(images, datasets, detector.detect_batch(images)):
-        if faces:
-            face = central_face(faces, image.size)
-            results.append({"crop": align_crop(image, face, CROP_SIZE, CROP_MARGIN), "status": OK, "detected": True,
-                            "score": face.score, "n_faces": len(faces),
-                            "others": [f.score for f in faces if f is not face]})
-        elif dataset == "utkface":
-            crop = image.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)
-            results.append({"crop": crop, "status": OK, "detected": False, "score": 0.0, "n_faces": 0, "others": []})
-        else:
-            results.append({"crop": None, "status": NO_FACE, "detected": False, "score": 0.0, "n_faces": 0,
-                            "others": []})
-    return results
-
-
-def encode_webp(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=4)
-    return buffer.getvalue()
-
-
-def _process_part(detector: FaceDetector, records: list[Record], data: dict[str, bytes], path: Path) -> None:
-    n = len(records)
-    status = np.full(n, UNREADABLE, dtype=np.int8)
-    detected = np.zeros(n, dtype=bool)
-    score = np.zeros(n, dtype=np.float32)
-    n_faces = np.zeros(n, dtype=np.int16)
-    lengths = np.zeros(n, dtype=np.int64)
-    images, keep = [], []
-    for i, record in enumerate(records):
-        try:
-            with Image.open(io.BytesIO(data[record.key])) as im:
-                images.append(im.convert("RGB"))
-            keep.append(i)
-        except (OSError, ValueError) as error:  # corrupt or truncated file: skip, keep going
-            log.warning("unreadable image %s skipped: %s", record.file, error)
-    crops = crop_faces(detector, images, [records[i].dataset for i in keep]) if images else []
-    blobs, others = [], []
-    for i, c in zip(keep, crops):
-        status[i], detected[i], score[i], n_faces[i] = c["status"], c["detected"], c["score"], c["n_faces"]
-        others.append(np.array(c["others"], dtype=np.float32))
-        if c["crop"] is not None:
-            blob = encode_webp(c["crop"])
-            blobs.append(blob)
-            lengths[i] = len(blob)
-    others_at = np.zeros(n, dtype=np.int64)
-    others_at[keep] = [len(o) for o in others]
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, status=status, detected=detected, score=score, n_faces=n_faces, lengths=lengths,
-             blob=np.frombuffer(b"".join(blobs), dtype=np.uint8),
-             other_scores=np.concatenate(others) if others else np.zeros(0, np.float32), other_counts=others_at)
-    os.replace(tmp, path)  # a part exists only once complete
-
-
-SPLITS_HEADER = ["dataset", "file", "sha256", "age_low", "age_high", "gender", "race", "split"]
-
-
-def _write_splits(path: Path, records: list[Record]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(SPLITS_HEADER)
-        for r in records:
-            writer.writerow([r.dataset, r.file, r.sha256, r.age_low, r.age_high, r.gender, r.race, r.split])
-
-
-def _check_splits(path: Path, records: list[Record]) -> None:
-    """An existing splits.csv must describe the same images and split, or parts would mix."""
-    with path.open() as f:
-        rows = [(row.get("dataset"), row["file"], row["sha256"], row["split"]) for row in csv.DictReader(f)]
-    if rows != [(r.dataset, r.file, r.sha256, r.split) for r in records]:
-        raise SystemExit(f"{path} describes other data or another seed; choose a new --out folder")
-
-
-def kind_of(source: Path) -> str:
-    """'fairface' when the source holds a FairFace labels file, else 'utkface'."""
-    return "fairface" if fairface.looks_like_fairface(source) else "utkface"
-
-
-def scan_sources(sources: list[Path], seed: int) -> tuple[list[Record], dict[str, bytes], dict[str, dict]]:
-    """All records of all sources, byte-identical images across sources dropped, and per-source counts."""
-    records: list[Record] = []
-    data: dict[str, bytes] = {}
-    seen: set[str] = set()
-    counts: dict[str, dict] = {}
-    for source in sources:
-        kind = kind_of(source)
-        found, blobs, stats = (fairface.scan if kind == "fairface" else utkface.scan)(source, seed)
-        if not found:
-            raise SystemExit(f"no labelled {kind} images found in {source}")
-        fresh = [r for r in found if r.sha256 not in seen]
-        seen.update(r.sha256 for r in fresh)
-        records += fresh
-        data.update((r.key, blobs[r.key]) for r in fresh)
-        counts[str(source)] = _source_counts(kind, stats, len(found) - len(fresh))
-    return records, data, counts
-
-
-def _source_counts(kind: str, stats: ScanStats, cross_duplicates: int) -> dict:
-    return {"kind": kind, "files": stats.files, "skipped": dict(stats.skipped),
-            "duplicates_dropped": stats.duplicates + cross_duplicates}
-
-
-def prepare(sources: Path | list[Path], out: Path, seed: int = 0, device: str = "cpu") -> dict:
-    sources = [sources] if isinstance(sources, Path) else list(sources)
-    out.mkdir(parents=True, exist_ok=True)
-    records, data, source_counts = scan_sources(sources, seed)
-    splits_path = out / "splits.csv"
-    if splits_path.exists():
-        _check_splits(splits_path, records)
-    else:
-        _write_splits(splits_path, records)
-
-    parts_dir = out / "parts"
-    parts_dir.mkdir(exist_ok=True)
-    chunks = [records[i : i + PART_SIZE] for i in range(0, len(records), PART_SIZE)]
-    todo = [i for i in range(len(chunks)) if not (parts_dir / f"part_{i:05d}.npz").exists()]
-    if len(todo) < len(chunks):
-        log.info("resuming: %d of %d parts already done", len(chunks) - len(todo), len(chunks))
-    detector = FaceDetector(device=device) if todo else None
-    done = sum(len(c) for i, c in enumerate(chunks) if i not in todo)
-    with tqdm(total=len(records), initial=done, desc="cropping", unit="img") as bar:
-        for i in todo:
-            _process_part(detector, chunks[i], data, parts_dir / f"part_{i:05d}.npz")
-            bar.update(len(chunks[i]))
-
-    summary = _pack(records, [parts_dir / f"part_{i:05d}.npz" for i in range(len(chunks))], out / PACK_NAME)
-    summary.update(sources=source_counts, seed=seed, crop_size=CROP_SIZE, crop_margin=CROP_MARGIN,
-                   webp_quality=WEBP_QUALITY)
-    (out / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def _pack(records: list[Record], parts: list[Path], path: Path) -> dict:
-    loaded = [np.load(part) for part in parts]
-    # Every per-image (and per-other-detection) array of the parts, joined once.
-    z = {key: np.concatenate([part[key] for part in loaded]) for key in loaded[0].files}
-    ok = z["status"] == OK
-    kept = [r for r, k in zip(records, ok) if k]
-    offsets = np.concatenate([[0], np.cumsum(z["lengths"][ok])]).astype(np.int64)
-    image_dataset = np.array([DATASETS.index(r.dataset) for r in records], dtype=np.int8)
-    image_split = np.array([SPLITS.index(r.split) for r in records], dtype=np.int8)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        blob=z["blob"],
-        offsets=offsets,
-        dataset=image_dataset[ok],
-        age_kind=np.array([AGE_KINDS.index(r.age_kind) for r in kept], dtype=np.int8),
-        age_low=np.array([r.age_low for r in kept], dtype=np.int16),
-        age_high=np.array([r.age_high for r in kept], dtype=np.int16),
-        gender=np.array([r.gender for r in kept], dtype=np.int8),
-        race=np.array([r.race for r in kept], dtype=np.int8),
-        split=image_split[ok],
-        detected=z["detected"][ok],
-        det_score=z["score"][ok],
-        n_faces=z["n_faces"][ok],
-        files=np.array([r.file for r in kept]),
-        # The other detections' scores, labelled with the data set and split of their photo.
-        other_scores=z["other_scores"],
-        other_dataset=np.repeat(image_dataset, z["other_counts"]),
-        other_split=np.repeat(image_split, z["other_counts"]),
-    )
-    os.replace(tmp, path)
-    summary: dict = {"images": len(kept), "pack_bytes": path.stat().st_size, "datasets": {}}
-    for d, name in enumerate(DATASETS):
-        mine = image_dataset == d
-        if not mine.any():
-            continue
-        summary["datasets"][name] = {
-            "images": int((ok & mine).sum()),
-            "unreadable": int(((z["status"] == UNREADABLE) & mine).sum()),
-            "no_face_left_out": int(((z["status"] == NO_FACE) & mine).sum()),
-            "no_face_chip_kept": int((ok & mine & ~z["detected"]).sum()),
-            "several_faces_took_central": int((mine & (z["n_faces"] > 1)).sum()),
-            "splits": {s: int((ok & mine & (image_split == i)).sum()) for i, s in enumerate(SPLITS)},
-        }
-    return summary
+from training.data.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, action="append", required=True,
-                        help="UTKFace or FairFace archive or folder, as downloaded; repeat for several")
+                        help="a data set's archive or folder, as downloaded; repeat for several")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0: the project's split)")
     parser.add_argument("--device", default="cpu", help="device for MTCNN")
@@ -251,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(p) for p in args.data if not p.exists()]
     if missing:
         raise SystemExit(f"--data {', '.join(missing)} does not exist")
-    summary = prepare(args.data, args.out, seed=args.seed, device=args.device)
+    try:
+        summary = prepare(args.data, args.out, seed=args.seed, device=args.device)
+    except ValueError as error:  # a source no data set recognises, no labelled images, a changed --out
+        raise SystemExit(str(error)) from None
     print(json.dumps(summary, indent=2))
 
 

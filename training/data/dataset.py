@@ -1,34 +1,31 @@
-"""The packed face crops written by training.prepare, as a torch Dataset with augmentation."""
+"""The packed face crops as a torch Dataset with augmentation, and the mixed sampler over data sets."""
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from demo.faces import to_model_input
-from training.prepare import PACK_NAME
-from training.records import DATASETS, SPLITS
+from training.data import spec
+from training.data.pack import FacePack
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Train-time augmentation of the 128 px crop; all on by default, each can be switched off."""
 
-    flip: bool = True
-    rotate_degrees: float = 10.0
-    scale_jitter: float = 0.1  # crop scale in [1 - s, 1 + s]
-    shift_jitter: float = 0.05  # fraction of the side
-    brightness: float = 0.3
-    contrast: float = 0.3
-    enabled: bool = True
+    flip: bool = field(default=True, metadata={"help": "mirror half of the faces"})
+    rotate_degrees: float = field(default=10.0, metadata={"help": "rotate by up to this many degrees"})
+    scale_jitter: float = field(default=0.1, metadata={"help": "scale the crop by a factor in [1 - s, 1 + s]"})
+    shift_jitter: float = field(default=0.05, metadata={"help": "shift by up to this fraction of the side"})
+    brightness: float = field(default=0.3, metadata={"help": "brightness jitter"})
+    contrast: float = field(default=0.3, metadata={"help": "contrast jitter"})
+    enabled: bool = field(default=True, metadata={"help": "augment the training faces at all", "flag": "--augment"})
 
     def transform(self) -> v2.Transform | None:
         if not self.enabled:
@@ -46,50 +43,6 @@ class AugmentConfig:
         if self.brightness or self.contrast:
             steps.append(v2.ColorJitter(brightness=self.brightness, contrast=self.contrast))
         return v2.Compose(steps) if steps else None
-
-
-class FacePack:
-    """faces.npz in memory: encoded crops, labels, data set and split of every face. Loaded without pickle."""
-
-    def __init__(self, data_dir: str | Path) -> None:
-        path = Path(data_dir)
-        if path.is_dir():
-            path = path / PACK_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run python -m training.prepare first")
-        with np.load(path, allow_pickle=False) as z:
-            if "age_low" not in z:
-                raise ValueError(f"{path} is a pack of an older format: run python -m training.prepare again")
-            self.blob = z["blob"]
-            self.offsets = z["offsets"]
-            self.dataset = z["dataset"].astype(np.int64)
-            self.age_low = z["age_low"].astype(np.int64)
-            self.age_high = z["age_high"].astype(np.int64)
-            self.gender = z["gender"].astype(np.int64)
-            self.race = z["race"].astype(np.int64)
-            self.split = z["split"]
-            self.detected = z["detected"]
-            self.det_score = z["det_score"]
-            self.files = z["files"]
-            self.other_scores = z["other_scores"]
-            self.other_dataset = z["other_dataset"]
-            self.other_split = z["other_split"]
-        self.path = path
-
-    def indices(self, split: str, limit: int | None = None, dataset: str | None = None) -> np.ndarray:
-        """Rows of one split (of one data set); with `limit`, a fixed random sample (files are sorted)."""
-        mask = self.split == SPLITS.index(split)
-        if dataset is not None:
-            mask &= self.dataset == DATASETS.index(dataset)
-        idx = np.flatnonzero(mask)
-        if limit and limit < len(idx):
-            idx = np.sort(np.random.default_rng(0).choice(idx, size=limit, replace=False))
-        return idx
-
-    def image(self, i: int) -> Image.Image:
-        data = self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes()
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
 
 
 class FaceDataset(Dataset):
@@ -141,13 +94,14 @@ def mixed_order(datasets: np.ndarray, shares: dict[str, float], size: int, gener
     small set given a large share repeats evenly rather than at random. Shares are normalised
     over the data sets present; with no shares, each keeps its natural proportion.
     """
-    present = [d for d, name in enumerate(DATASETS) if (datasets == d).any()]
+    names = spec.names()
+    present = [d for d in range(len(names)) if (datasets == d).any()]
     if not shares:
         return torch.randperm(len(datasets), generator=generator).numpy()[:size]
-    unknown = set(shares) - set(DATASETS)
+    unknown = set(shares) - set(names)
     if unknown:
-        raise ValueError(f"unknown data set(s) in the mix: {sorted(unknown)}; known: {', '.join(DATASETS)}")
-    weights = np.array([shares.get(DATASETS[d], 0.0) for d in present], dtype=float)
+        raise ValueError(f"unknown data set(s) in the mix: {sorted(unknown)}; known: {', '.join(names)}")
+    weights = np.array([shares.get(names[d], 0.0) for d in present], dtype=float)
     if weights.sum() <= 0:
         raise ValueError(f"the mix {shares} gives no share to the data sets present")
     counts = np.floor(weights / weights.sum() * size).astype(int)

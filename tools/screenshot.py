@@ -1,6 +1,6 @@
 """The README's picture of the app: the shipped models (weights/, offline) on the example group photo.
 
-    python -m training.screenshot --out reports/app.jpg
+    python -m tools.screenshot --out reports/app.jpg
 
 Serves the app on a free loopback port, uploads the photo in headless Chromium (Debian's
 `chromium`, driven by Playwright, as tests/test_browser.py does), waits for the note that
@@ -19,12 +19,9 @@ from demo.faces import FaceDetector
 from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
 from demo.ui import build_demo
+from tools.chromium import CHROMIUM, QUIET_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-# Without these, Chromium tries to reach Google's services and the closed network refuses it.
-QUIET_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
 
 
 def screenshot(photo: Path, out: Path, chromium: Path, width: int = 1200) -> None:

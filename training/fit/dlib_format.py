@@ -1,9 +1,9 @@
-"""Convert dlib's face-recognition ResNet to safetensors for `demo.dlib_resnet.DlibResNet`.
+"""dlib's face-recognition ResNet file, read into `demo.dlib_resnet.DlibResNet`'s state dict.
 
     pip install face-recognition-models        # ships dlib_face_recognition_resnet_model_v1.dat (22 MB)
-    python -m training.convert_dlib_backbone --out weights/dlib_resnet.safetensors [--dat PATH]
 
-Read from dlib's own serialisation format, without dlib. The file is the network serialised from
+Read from dlib's own serialisation format, without dlib (`tools/convert_dlib_backbone.py` writes
+the result as safetensors). The file is the network serialised from
 its loss layer down: a version number per layer, then, from the input layer up, each layer's
 parameters by name (con_4, affine_, relu_, max_pool_2, avg_pool_2, add_prev_, fc_2), each
 followed by the layer's state (three flags and three empty tensors). dlib writes integers as a
@@ -17,9 +17,6 @@ was trained from scratch on about 3 million faces of 7,485 people and reaches 99
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,15 +184,6 @@ def to_state_dict(layers: list[Layer]) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in net.state_dict().items()}
 
 
-def installed_dat() -> Path | None:
-    """dlib's file as shipped by the PyPI package face-recognition-models, if installed."""
-    spec = importlib.util.find_spec("face_recognition_models")  # found, not imported: it needs pkg_resources
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "models" / DAT_NAME
-    return path if path.is_file() else None
-
-
 def convert(dat: Path, out: Path) -> dict[str, torch.Tensor]:
     settings, layers = read_dat(dat.read_bytes())
     if settings["size"] != (150, 150):
@@ -205,22 +193,3 @@ def convert(dat: Path, out: Path) -> dict[str, torch.Tensor]:
     save_file(state, out, metadata={"source": DAT_NAME, "licence": "public domain (Davis King, dlib-models)",
                                     "input_mean_0_255": ",".join(f"{m:.3f}" for m in settings["mean"])})
     return state
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dat", type=Path, help=f"dlib's {DAT_NAME} (default: from face-recognition-models)")
-    parser.add_argument("--out", type=Path, required=True, help="safetensors file to write")
-    args = parser.parse_args(argv)
-    dat = args.dat or installed_dat()
-    if dat is None or not dat.is_file():
-        raise SystemExit(f"{args.dat or DAT_NAME} not found: pip install face-recognition-models, or pass --dat")
-    try:
-        state = convert(dat, args.out)
-    except (DlibFormatError, struct.error, IndexError, UnicodeDecodeError) as error:
-        raise SystemExit(f"{dat} is not dlib's face-recognition ResNet: {error}") from None
-    print(f"{sum(v.numel() for v in state.values()):,} parameters from {dat} written to {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,13 +1,15 @@
 """Score a `demo.predict` CSV against the labels of the photos, as a user of the batch CLI would.
 
     python -m demo.predict data/test_photos --out preds.csv
-    python -m training.score_predictions preds.csv --labels data/faces/splits.csv [--split test]
+    python -m tools.score_predictions preds.csv --labels data/faces/splits.csv [--split test]
 
-Photos are matched to labels by file name (UTKFace's names carry their labels; FairFace's come from
-splits.csv). Of the faces found in a photo, the one nearest the photo's centre is scored, as
-`training.prepare` labels it; a photo with no face counts as missed. Prints, per model and data
-set: photos, missed, and the metrics of `training.evaluate` that apply (UTKFace: age MAE, CS@5,
-gender accuracy; FairFace: age group exact and within one, gender accuracy).
+Photos are matched to the labels of splits.csv by the key each data set's spec gives
+(`DatasetSpec.label_key`: the file name for UTKFace, whose names carry the labels; the path within
+the download for FairFace), found at the end of the predicted path. Of the faces found in a photo,
+the one nearest the photo's centre is scored, as `training.prepare` labels it; a photo with no face
+counts as missed. Prints, per model and data set: photos, missed, and the metrics of
+`training.evaluate` that its kind of age label allows (years: age MAE, CS@5, gender accuracy;
+groups: age group exact and within one, gender accuracy).
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.fairface import age_group_of
-from training.prepare import centre_distance
+from training.data import spec
+from training.data.prepare import centre_distance
+from training.data.records import SPLITS
+from training.data.spec import YEAR
 
 
 def read_labels(path: Path, split: str | None) -> dict[str, dict]:
     with path.open() as f:
         rows = [r for r in csv.DictReader(f) if split is None or r["split"] == split]
-    return {Path(r["file"]).name if r["dataset"] == "utkface" else r["file"]: r for r in rows}
+    return {spec.get(r["dataset"]).label_key(r["file"]): r for r in rows}
 
 
 def _key(file: str, labels: dict[str, dict]) -> str | None:
@@ -77,11 +81,12 @@ def score(predictions: Path, labels: dict[str, dict]) -> dict:
             low = np.array([int(lab["age_low"]) for lab, _ in pairs])
             female = np.array([r["gender"] == "female" for _, r in pairs])
             entry["gender_accuracy"] = float((female == np.array([lab["gender"] == "1" for lab, _ in pairs])).mean())
-            if dataset == "utkface":
+            labels = spec.get(dataset)
+            if labels.age_kind == YEAR:
                 err = np.abs(age - low)
                 entry.update(age_mae=float(err.mean()), age_cs5=float((err <= 5).mean()))
             else:
-                off = np.abs(np.array([age_group_of(a) for a in age]) - np.array([age_group_of(a) for a in low]))
+                off = np.abs(np.array([labels.group_of(a) for a in age]) - np.array([labels.group_of(a) for a in low]))
                 entry.update(age_group_exact=float((off == 0).mean()), age_group_within_one=float((off <= 1).mean()))
         report[f"{model}/{dataset}"] = entry
     return report
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("predictions", type=Path, help="CSV written by python -m demo.predict")
     parser.add_argument("--labels", type=Path, required=True, help="splits.csv written by training.prepare")
-    parser.add_argument("--split", choices=["train", "val", "test"], help="only photos of this split")
+    parser.add_argument("--split", choices=SPLITS, help="only photos of this split")
     args = parser.parse_args(argv)
     print(json.dumps(score(args.predictions, read_labels(args.labels, args.split)), indent=2))
 

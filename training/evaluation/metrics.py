@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from demo.checkpoint import forward_with_flip
 from demo.heads import AgeEstimate, decode_age, gender_probability
-from training.fairface import age_group_of
-from training.records import DATASETS
+from training.data import spec
+from training.data.spec import YEAR, DatasetSpec
 
 
 @dataclass
@@ -35,8 +35,12 @@ class Outputs:
 
     @property
     def age(self) -> torch.Tensor:
-        """The age in years, for faces labelled with one (UTKFace)."""
+        """The age in years, for faces labelled with one."""
         return self.age_low
+
+    def of(self, dataset: str) -> Outputs:
+        """The faces of one data set."""
+        return self.subset(self.dataset == spec.index(dataset))
 
 
 FIELDS = ("age_logits", "gender_logit", "age_low", "age_high", "gender", "race", "dataset")
@@ -106,7 +110,7 @@ def range_coverage(est: AgeEstimate, age_low: torch.Tensor, age_high: torch.Tens
     return overlap / (age_high - age_low + 1).float()
 
 
-def face_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
+def year_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
                  coverage: float = 0.8) -> dict[str, float]:
     """Age in years (MAE, CS@5, range coverage and width) and gender metrics over the faces in `out`."""
     est = decode_age(out.age_logits, age_min, age_temperature, coverage)
@@ -122,12 +126,12 @@ def face_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gende
     }
 
 
-def group_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
-                  coverage: float = 0.8) -> dict[str, float]:
-    """Age-group labels (FairFace): the group the estimate falls in, exact and within one, and gender."""
+def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, age_temperature: float = 1.0,
+                  gender_temperature: float = 1.0, coverage: float = 0.8) -> dict[str, float]:
+    """Age-group labels: the data set's group the estimate falls in, exact and within one, and gender."""
     est = decode_age(out.age_logits, age_min, age_temperature, coverage)
-    predicted = torch.tensor([age_group_of(a) for a in est.mean.tolist()])
-    true = torch.tensor([age_group_of(a) for a in out.age_low.tolist()])
+    predicted = torch.tensor([dataset.group_of(a) for a in est.mean.tolist()])
+    true = torch.tensor([dataset.group_of(a) for a in out.age_low.tolist()])
     off = (predicted - true).abs()
     return {
         "n": int(len(off)),
@@ -172,13 +176,21 @@ def fit_gender_temperature(out: Outputs) -> float:
     return float(min(grid, key=nll))
 
 
+def dataset_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, age_temperature: float = 1.0,
+                    gender_temperature: float = 1.0, coverage: float = 0.8) -> dict[str, float]:
+    """The metrics of faces of one data set, as its kind of age label allows."""
+    if dataset.age_kind == YEAR:
+        return year_metrics(out, age_min, age_temperature, gender_temperature, coverage)
+    return group_metrics(out, dataset, age_min, age_temperature, gender_temperature, coverage)
+
+
 def split_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
                   coverage: float = 0.8) -> dict[str, dict[str, float]]:
-    """Per data set present in `out`: year metrics for UTKFace, group metrics for FairFace."""
+    """Per data set present in `out`, by name: its `dataset_metrics`."""
     metrics = {}
-    for d, name in enumerate(DATASETS):
+    for d, name in enumerate(spec.names()):
         mask = out.dataset == d
         if mask.any():
-            fn = face_metrics if name == "utkface" else group_metrics
-            metrics[name] = fn(out.subset(mask), age_min, age_temperature, gender_temperature, coverage)
+            metrics[name] = dataset_metrics(out.subset(mask), spec.at(d), age_min, age_temperature,
+                                            gender_temperature, coverage)
     return metrics

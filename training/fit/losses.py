@@ -9,7 +9,7 @@ low == high.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +60,14 @@ def gender_loss(logit: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
 class LossWeights:
     """Task weights; a weight of 0 trains that head not at all (single-task runs)."""
 
-    age: float = 1.0
-    gender: float = 1.0
-    age_sigma: float = 2.0
-    age_l1: float = 0.1
+    age: float = field(default=1.0, metadata={"help": "weight of the age loss; 0 trains gender alone",
+                                              "flag": "--age-weight"})
+    gender: float = field(default=1.0, metadata={"help": "weight of the gender loss; 0 trains age alone",
+                                                 "flag": "--gender-weight"})
+    age_sigma: float = field(default=2.0, metadata={"help": "width in years of the soft target around a true age",
+                                                    "flag": "--age-sigma"})
+    age_l1: float = field(default=0.1, metadata={"help": "weight of the L1 term on the expected age",
+                                                 "flag": "--age-l1"})
 
 
 def multitask_loss(

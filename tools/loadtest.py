@@ -1,7 +1,7 @@
 """Load test of the Photo tab's API: many clients uploading at once, on this machine only.
 
-    python -m demo.loadtest --clients 20 --requests 10              # starts `python app.py --offline` itself
-    python -m demo.loadtest --url http://127.0.0.1:7860 --pid 1234  # an app already running (pid: for memory)
+    python -m tools.loadtest --clients 20 --requests 10              # starts `python app.py --offline` itself
+    python -m tools.loadtest --url http://127.0.0.1:7860 --pid 1234  # an app already running (pid: for memory)
 
 Each client (a thread with its own gradio_client) uploads its own copy of --image (one pixel
 changed, as different users send different photos) --requests times, one after another, after
@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE = Path(__file__).parent / "examples" / "grace_hopper.jpg"
+DEFAULT_IMAGE = ROOT / "demo" / "examples" / "grace_hopper.jpg"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -1,6 +1,6 @@
 """Choose the app's minimum detection score from the training photos.
 
-    python -m training.detection_threshold --data data/faces [--keep 0.985] [--out reports/detection_scores.png]
+    python -m tools.detection_threshold --data data/faces [--keep 0.985] [--out reports/detection_scores.png]
 
 Every training photo shows one labelled face, which `training.prepare` took as the detection nearest
 the centre: its score is what a real face scores. UTKFace chips hold one face each, so the other
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import FacePack
-from training.records import DATASETS, SPLITS
+from training.data import spec
+from training.data.pack import FacePack
+from training.data.records import SPLITS
 
 
 def choose(true_scores: list[np.ndarray], keep: float) -> float:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     threshold = round(choose([true[pack.dataset[(pack.split == train) & pack.detected] == d]
                               for d in np.unique(pack.dataset)], args.keep), 2)
     report = {"threshold": threshold, "keep": args.keep, "true_faces": int(len(true))}
-    for d, name in enumerate(DATASETS):
+    for d, name in enumerate(spec.names()):
         mine = (pack.split == train) & pack.detected & (pack.dataset == d)
         others = pack.other_scores[(pack.other_split == train) & (pack.other_dataset == d)]
         if not mine.any():
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
         fig, ax = plt.subplots(figsize=(8, 4))
         grid = np.linspace(0.8, 1.0, 201)
-        for d, name in enumerate(DATASETS):
+        for d, name in enumerate(spec.names()):
             mine = pack.det_score[(pack.split == train) & pack.detected & (pack.dataset == d)]
             others = pack.other_scores[(pack.other_split == train) & (pack.other_dataset == d)]
             if len(mine):

@@ -1,7 +1,8 @@
 """What every training source turns into: one labelled image, its content hash and its split.
 
-UTKFace labels an age in years, FairFace an age group; both become a range of years
-[age_low, age_high] (a single year when low == high), so one loss and one pack format serve both.
+A data set labels an age in years (UTKFace) or an age group (FairFace); both become a range of
+years [age_low, age_high] (a single year when low == high), so one loss and one pack format serve
+every data set.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-DATASETS = ("utkface", "fairface")
 AGE_KINDS = ("year", "group")
-AGE_MIN, AGE_MAX = 1, 116  # the age head's bins
-GENDERS = ("male", "female")
 
 
 @dataclass(frozen=True)
 class Record:
-    dataset: str  # one of DATASETS
+    dataset: str  # the name of a registered data set (training.data.spec)
     file: str  # path inside the archive or folder, as its labels name it
     sha256: str
     age_low: int
@@ -35,10 +33,6 @@ class Record:
     def key(self) -> str:
         """Unique across data sets: the key of the image bytes in `scan` results."""
         return f"{self.dataset}:{self.file}"
-
-    @property
-    def age_kind(self) -> str:
-        return "year" if self.dataset == "utkface" else "group"
 
 
 @dataclass

@@ -1,0 +1,258 @@
+"""Every setting of a training run, in one dataclass; the command line and config files are made from it.
+
+Each field of `TrainConfig` (and of the nested `LossWeights` and `AugmentConfig`) is declared once,
+with its type, default and help; `add_arguments` turns them into command-line flags and
+`from_dict` reads a saved `train_config.json` (or any JSON file of some of the fields) back.
+
+"a" and "b" name the two shipped models: `--model` starts from one's defaults (architecture,
+input size, recipe, name). How a network is trained is the run's `--recipe`, a setting like any
+other: a pretrained architecture can train from scratch and a from-scratch one be fine-tuned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import torch
+
+from demo.checkpoint import ModelConfig
+from demo.faces import CROP_MARGIN, CROP_SIZE
+from demo.models import architecture
+from training.data import spec
+from training.data.dataset import AugmentConfig
+from training.fit.losses import LossWeights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The defaults of one shipped model."""
+
+    name: str
+    architecture: str
+    input_size: int
+    recipe: str
+
+
+PRESETS = {
+    "a": Preset("Model A (CNN from scratch)", "scratch_cnn", 112, "from_scratch"),
+    # dlib's face-recognition ResNet won the backbone contest (README, tools.compare_backbones).
+    "b": Preset("Model B (transfer learning)", "dlib_resnet", 128, "two_stage"),
+}
+
+
+def setting(default, help: str, *, flag: str | None = None, **kwargs):
+    """A config field with its command-line help (and flag, where it differs from --field-name)."""
+    metadata = {"help": help, "flag": flag}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    if is_dataclass(default):
+        return field(default_factory=type(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved as RUN_DIR/train_config.json."""
+
+    model: str = setting("a", f"the shipped model whose defaults to start from: {' or '.join(PRESETS)}")
+    data: str = setting("data/faces", "folder written by training.prepare")
+    mix: dict[str, float] = setting({}, "share of each epoch per data set, e.g. utkface=0.6,fairface=0.4 "
+                                    "(default: natural proportions)")
+    out: str = setting("", "run folder (default: runs/model_MODEL)")
+    name: str = setting("", "the model's name in the app and on its card (default: the shipped model's)")
+    architecture: str = setting("", "network: scratch_cnn, dlib_resnet, mobilenet_v2, efficientnet_lite0 or _lite2 "
+                                "(default: the shipped model's)")
+    recipe: str = setting("", "how to train it: from_scratch or two_stage (default: the shipped model's)")
+    input_size: int = setting(0, "model input side in pixels, crops are 128 (default: the shipped model's)")
+    widths: tuple[int, ...] = setting((32, 64, 128, 256), "scratch_cnn trunk widths, comma-separated")
+    backbone_weights: str | None = setting(None, "two_stage: the pretrained weights as a file (ImageNet .pth, dlib's "
+                                           ".dat, or a trained model's model.safetensors); default: downloaded")
+    flip: bool = setting(False, "average answers over the face and its mirror image (calibration and serving)")
+    epochs: int = setting(30, "epochs in all")
+    stage1_epochs: int = setting(1, "two_stage: epochs training the heads alone, the trunk frozen")
+    finetune_stages: int = setting(99, "two_stage: top trunk stages fine-tuned after that (more than it has: all)")
+    batch_size: int = setting(128, "faces per optimiser step")
+    lr: float = setting(2e-3, "learning rate (of the heads, under two_stage)")
+    finetune_lr: float = setting(3e-4, "two_stage: learning rate of the top trunk stage")
+    layer_decay: float = setting(0.8, "two_stage: each stage below the top learns at this times the rate above it")
+    weight_decay: float = setting(5e-4, "AdamW weight decay")
+    warmup_epochs: float = setting(1.0, "epochs of linear warm-up at the start of each stage, then cosine decay")
+    dropout: float = setting(0.3, "dropout before each head layer")
+    loss: LossWeights = setting(LossWeights(), "")
+    augment: AugmentConfig = setting(AugmentConfig(), "")
+    patience: int = setting(6, "epochs without a better validation loss before stopping")
+    max_steps: int | None = setting(None, "stop after this many optimiser steps (smoke runs)")
+    max_minutes: float | None = setting(None, "stop after this many minutes of training steps, all sessions together")
+    limit: int | None = setting(None, "use only a fixed random N faces of each split")
+    train_limit: int | None = setting(None, "use only a fixed random N training faces (validation stays whole)")
+    device: str = setting("auto", "cpu, cuda or auto")
+    # Speed options; the README's speed table measures each on the CPU (tools.speed).
+    amp: bool = setting(True, "bf16 autocast on CUDA, and on CPUs with native bf16 (off elsewhere: emulated, slow)")
+    channels_last: bool = setting(True, "model and input in channels_last memory order")
+    compile: bool = setting(False, "torch.compile the training forward and backward")
+    threads: int = setting(0, "torch's intra-op threads; 0: one per core. The one setting --resume may change")
+    num_workers: int = setting(-1, "data-loader workers; -1: min(8, CPUs) on CUDA, 0 on the CPU (workers take "
+                               "cores from the arithmetic)", flag="--workers")
+    seed: int = setting(0, "seed of the weights, the order of faces and the augmentation")
+
+    def __post_init__(self) -> None:
+        if self.model not in PRESETS:
+            raise ValueError(f"--model must be {' or '.join(PRESETS)}, not {self.model!r}")
+        preset = PRESETS[self.model]
+        self.out = self.out or f"runs/model_{self.model}"
+        self.name = self.name or preset.name
+        self.architecture = self.architecture or preset.architecture
+        self.recipe = self.recipe or preset.recipe
+        self.input_size = self.input_size or preset.input_size
+        unknown = set(self.mix) - set(spec.names())
+        if unknown:
+            raise ValueError(f"--mix names {', '.join(sorted(unknown))}; known data sets: {', '.join(spec.names())}")
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.amp and not self.cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.info("bf16 autocast off: this CPU has no native bf16")
+            self.amp = False
+        if self.num_workers < 0:
+            self.num_workers = min(8, os.cpu_count() or 1) if self.cuda else 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def model_config(self) -> ModelConfig:
+        arch = architecture(self.architecture)
+        arch_kwargs = {key: list(value) if isinstance(value, tuple) else value
+                       for key, value in ((key, getattr(self, key)) for key in arch.settings)}
+        tasks = tuple(t for t, w in (("age", self.loss.age), ("gender", self.loss.gender)) if w)
+        return ModelConfig(
+            name=self.name, architecture=self.architecture, input_size=self.input_size, mean=arch.mean, std=arch.std,
+            crop_size=CROP_SIZE, crop_margin=CROP_MARGIN, arch_kwargs=arch_kwargs, tasks=tasks, flip=self.flip,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """A config from a saved train_config.json or a partial JSON config; unknown keys are refused."""
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict):
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if is_dataclass(kind):
+            value = _from_dict(kind, value)
+        elif typing.get_origin(kind) is tuple:
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+# Command line -------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig, prefix: str = "") -> None:
+    """One flag per field of `cls` (nested dataclasses flattened), defaults suppressed.
+
+    Only the flags given end up in the parsed namespace, under their dotted field path
+    ("loss.age"), so they can override a config file or the dataclass defaults.
+    """
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__) if prefix else parser
+    for f in fields(cls):
+        kind, path = hints[f.name], prefix + f.name
+        if is_dataclass(kind):
+            add_arguments(parser, kind, prefix=path + ".")
+            continue
+        flag = f.metadata.get("flag") or "--" + path.replace(".", "-").replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = f"{f.metadata.get('help', '')} (default: {_show(default)})"
+        if kind is bool:
+            group.add_argument(flag, dest=path, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
+        else:
+            group.add_argument(flag, dest=path, type=_parser_of(kind), default=argparse.SUPPRESS, help=text,
+                               metavar=_metavar(kind))
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    return str(value)
+
+
+def _parser_of(kind):
+    if typing.get_origin(kind) in (types.UnionType, typing.Union):  # X | None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return lambda text: tuple(item(part) for part in text.split(",") if part.strip())
+    if typing.get_origin(kind) is dict:
+        return parse_mix
+    return kind
+
+
+def _metavar(kind) -> str:
+    if typing.get_origin(kind) is tuple:
+        return "N,N,..."
+    if typing.get_origin(kind) is dict:
+        return "NAME=SHARE,..."
+    return "X"
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'utkface=0.6,fairface=0.4' -> {'utkface': 0.6, 'fairface': 0.4}, data set names checked."""
+    mix = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, share = part.partition("=")
+        if name not in spec.names() or not share:
+            raise argparse.ArgumentTypeError(f"--mix takes NAME=SHARE pairs with NAME in {', '.join(spec.names())}, "
+                                             f"not {part!r}")
+        mix[name] = float(share)
+    return mix
+
+
+def nest(flat: dict[str, object]) -> dict:
+    """{'loss.age': 0} -> {'loss': {'age': 0}}"""
+    nested: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(merged.get(key, {}), value) if isinstance(value, dict) and key != "mix" else value
+    return merged
+
+
+def load_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the config file {path}: {error}") from None

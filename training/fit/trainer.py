@@ -1,0 +1,288 @@
+"""The training loop: one `fit(cfg)` for every architecture and recipe, reading top to bottom.
+
+RUN_DIR (cfg.out) ends up holding a model folder (model.safetensors + config.json, the best epoch
+on the validation loss, with calibration fitted on validation), train_config.json, history.csv
+(one row per epoch), val_metrics.json and resume.pt (the last finished epoch, for --resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from demo.checkpoint import ModelConfig, build_from_config, load_model, save_model
+from demo.files import atomic_write
+from demo.heads import decode_age
+from training.data import spec
+from training.data.dataset import AugmentConfig, FaceDataset, mixed_order
+from training.data.pack import FacePack
+from training.evaluation.metrics import collect_outputs, fit_age_temperature, fit_gender_temperature, split_metrics
+from training.fit.config import TrainConfig
+from training.fit.losses import multitask_loss
+from training.fit.recipes import Stage, make_optimizer, recipe_of
+
+log = logging.getLogger(__name__)
+
+RESUME_NAME = "resume.pt"
+CONFIG_NAME = "train_config.json"
+
+
+@dataclass
+class RunState:
+    """What a run has done so far; saved in resume.pt after every epoch."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps taken
+    best: float = math.inf  # the best validation loss so far (its model is the one saved)
+    bad_epochs: int = 0  # epochs since the best, in the current stage
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch, as in history.csv
+
+    def minutes(self, running: float = 0.0) -> float:
+        """Minutes of training steps, all sessions together, plus `running` seconds of the current epoch."""
+        return (sum(row["seconds"] for row in self.history) + running) / 60
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train as `cfg` says (continuing the run in cfg.out with `resume`); returns the run folder."""
+    recipe = recipe_of(cfg)  # an invalid combination stops here, before any data is read
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    mcfg = cfg.model_config()
+
+    pack = FacePack(cfg.data)
+    train_ds = FaceDataset(pack, pack.indices("train", cfg.train_limit or cfg.limit), cfg.input_size, mcfg.mean,
+                           mcfg.std, cfg.augment)
+    val_ds = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std)
+    val_loader = make_loader(cfg, val_ds)
+    train_sets = pack.dataset[train_ds.indices]
+    log.info("%d training (%s) and %d validation faces from %s; mix %s; %s, recipe %s", len(train_ds),
+             ", ".join(f"{n} {name}" for name, n in count_by_set(train_sets).items()), len(val_ds), pack.path,
+             cfg.mix or "natural", cfg.architecture, cfg.recipe)
+
+    model = build_from_config(mcfg)
+    if not resume:
+        recipe.initialise(model, cfg)
+    forward = place_model(cfg, model)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+
+    state, stage, optimizer, scheduler = RunState(), None, None, None
+    if resume:
+        saved = torch.load(run_dir / RESUME_NAME, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        state = RunState(**saved["state"])
+        stage = recipe.stage_at(cfg, state.epoch)
+        optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch)
+        if saved["stage"] == stage.number:  # else the run stopped at a stage's end: the next starts afresh
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        log.info("resumed %s after epoch %d", run_dir, state.epoch)
+
+    for epoch in range(state.epoch, cfg.epochs):
+        if stage != recipe.stage_at(cfg, epoch):
+            stage = recipe.stage_at(cfg, epoch)
+            optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch)
+            state.bad_epochs = 0
+        # Per-epoch seeds make a resumed run draw the same batches and augmentations.
+        seed_everything(cfg.seed + epoch)
+        order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
+        started = time.perf_counter()
+        train_stats = train_epoch(cfg, model, forward, make_loader(cfg, train_ds, order.tolist()), optimizer,
+                                  scheduler, mcfg, epoch, state, started)
+        seconds = time.perf_counter() - started
+        val_loss, val_row = validate(cfg, model, val_loader, mcfg)
+        images = train_stats.pop("images")
+        drawn = {f"n_{name}": n for name, n in count_by_set(train_sets[order]).items()}
+        row = {"epoch": epoch + 1, "stage": stage.number, "lr": optimizer.param_groups[0]["lr"], **train_stats,
+               "val_loss": val_loss, **val_row, "seconds": round(seconds, 1),
+               "images_per_s": round(images / seconds, 1), **drawn}
+        state.history.append(row)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        state.epoch = epoch + 1
+        if val_loss < state.best:
+            state.best, state.bad_epochs = val_loss, 0
+            save_model(model, mcfg, run_dir)
+        else:
+            state.bad_epochs += 1
+        write_history(run_dir / "history.csv", state.history)
+        save_resume(run_dir / RESUME_NAME, model, optimizer, scheduler, stage, state)
+        if stop_reason := should_stop(cfg, state, stage):
+            log.info("stopping: %s", stop_reason)
+            break
+
+    calibrate(run_dir, val_loader, cfg)
+    return run_dir
+
+
+def should_stop(cfg: TrainConfig, state: RunState, stage: Stage) -> str | None:
+    """Why the run ends after this epoch, or None to go on."""
+    if cfg.max_steps is not None and state.step >= cfg.max_steps:
+        return f"--max-steps {cfg.max_steps} reached"
+    if cfg.max_minutes is not None and state.minutes() >= cfg.max_minutes:
+        return f"--max-minutes {cfg.max_minutes:g} reached"
+    if stage.early_stopping and state.bad_epochs >= cfg.patience:
+        return f"no better validation loss for {cfg.patience} epochs"
+    return None
+
+
+def place_model(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """Move `model` to the device and memory format of `cfg`, in place; return what to call for training steps.
+
+    That is `model` itself, or its torch.compile form (same parameters: checkpoints save `model`).
+    """
+    model.to(cfg.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    return torch.compile(model) if cfg.compile else model
+
+
+def make_loader(cfg: TrainConfig, dataset: FaceDataset, order: list[int] | None = None) -> DataLoader:
+    """Batches of `dataset` in `order` (training: full batches only) or in its own order (evaluation)."""
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order,
+                      drop_last=order is not None and len(dataset) > cfg.batch_size,
+                      num_workers=cfg.num_workers, pin_memory=cfg.cuda)
+
+
+def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int):
+    """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs."""
+    x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+        age_logits, gender_logit = model(x)
+    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach(), age_logits.detach(), gender_logit.detach()
+
+
+def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Module, loader: DataLoader, optimizer,
+                scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float) -> dict:
+    """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` or its compiled form."""
+    model.train()
+    # Running MAE over the faces labelled in years only (a group has no single true age).
+    totals = {"loss": 0.0, "abs_err": 0.0, "years": 0, "correct": 0.0, "n": 0}
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+    for batch in bar:
+        loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
+        _, age_low, age_high, gender, _, _ = batch
+        state.step += 1
+        with torch.no_grad():
+            n = len(age_low)
+            totals["n"] += n
+            totals["loss"] += loss.item() * n
+            year = age_low == age_high
+            err = (decode_age(age_logits, mcfg.age_min).mean.cpu() - age_low).abs()
+            totals["abs_err"] += err[year].sum().item()
+            totals["years"] += int(year.sum())
+            totals["correct"] += ((gender_logit.cpu() > 0) == (gender == 1)).sum().item()
+        n = totals["n"]
+        bar.set_postfix(loss=f"{totals['loss'] / n:.3f}", mae=f"{totals['abs_err'] / max(1, totals['years']):.2f}",
+                        acc=f"{totals['correct'] / n:.3f}")
+        if cfg.max_steps is not None and state.step >= cfg.max_steps:
+            break
+        if cfg.max_minutes is not None and state.minutes(time.perf_counter() - started) >= cfg.max_minutes:
+            break
+    n = max(1, totals["n"])
+    mae = totals["abs_err"] / totals["years"] if totals["years"] else math.nan
+    return {"train_loss": totals["loss"] / n, "train_mae": mae, "train_acc": totals["correct"] / n,
+            "images": totals["n"]}
+
+
+def validate(cfg: TrainConfig, model: torch.nn.Module, loader: DataLoader, mcfg: ModelConfig) -> tuple[float, dict]:
+    """The validation loss, and the history columns: year MAE and group accuracy of the first such data sets."""
+    out = collect_outputs(model, loader, cfg.device, cfg.channels_last)
+    loss, _ = multitask_loss(out.age_logits, out.gender_logit, out.age_low, out.age_high, out.gender, mcfg.age_min,
+                             cfg.loss)
+    val = split_metrics(out, mcfg.age_min)
+    year = next((m["age_mae"] for m in val.values() if "age_mae" in m), math.nan)
+    group = next((m["age_group_exact"] for m in val.values() if "age_group_exact" in m), math.nan)
+    acc = float(((out.gender_logit > 0) == (out.gender == 1)).float().mean())
+    return float(loss), {"val_mae": year, "val_acc": acc, "val_group_exact": group}
+
+
+def count_by_set(datasets: np.ndarray) -> dict[str, int]:
+    return {name: int((datasets == d).sum()) for d, name in enumerate(spec.names()) if (datasets == d).any()}
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def save_resume(path: Path, model, optimizer, scheduler, stage: Stage, state: RunState) -> None:
+    with atomic_write(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "stage": stage.number,
+                    "state": dataclasses.asdict(state)}, tmp)
+
+
+def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig) -> dict:
+    """Fit both temperatures on validation for the best checkpoint; write them and its metrics."""
+    loaded = load_model(run_dir, cfg.device)
+    mcfg = loaded.config
+    out = collect_outputs(loaded.model, val_loader, cfg.device, flip=mcfg.flip)
+    # Fitted on the validation faces of every data set in the pack.
+    mcfg.age_temperature = fit_age_temperature(out, mcfg.age_min, mcfg.range_coverage)
+    mcfg.gender_temperature = fit_gender_temperature(out)
+    save_model(loaded.model, mcfg, run_dir)
+    metrics: dict = split_metrics(out, mcfg.age_min, mcfg.age_temperature, mcfg.gender_temperature,
+                                  mcfg.range_coverage)
+    metrics.update(age_temperature=mcfg.age_temperature, gender_temperature=mcfg.gender_temperature)
+    (run_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("validation after calibration: %s", json.dumps(metrics))
+    return metrics
+
+
+def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int, dataset_class=FaceDataset,
+                      loader_only: bool = False) -> float:
+    """Training images/s of `cfg` over `steps` timed steps of the trainer's own step, loader and augmentation.
+
+    Every layer trainable (the last stage of the recipe: its slowest); weights start random, which
+    speed does not depend on. With `loader_only`, batches are drawn and dropped.
+    """
+    torch.manual_seed(0)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    mcfg = cfg.model_config()
+    faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
+    dataset = dataset_class(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig())
+    model = build_from_config(mcfg).train()
+    forward = place_model(cfg, model)
+    last_stage = recipe_of(cfg).stage_at(cfg, cfg.epochs - 1)
+    optimizer, scheduler = make_optimizer(cfg, model, last_stage, steps + warmup)
+    loader = make_loader(cfg, dataset, list(range(len(dataset))))
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # a small set is gone through again
+    images, started = 0, 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        batch = next(batches)
+        images += len(batch[0]) if i >= warmup else 0
+        if not loader_only:
+            train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
+    return images / (time.perf_counter() - started)
