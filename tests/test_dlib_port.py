@@ -9,15 +9,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from training.convert_dlib_backbone import installed_dat
 
 from demo.dlib_resnet import DLIB_MEAN, DLIB_STD, DlibResNet, add_padded
-from tests.conftest import ASTRONAUT, GROUP, HOPPER
-from training import convert_dlib_backbone
+from tests.conftest import ASTRONAUT, GROUP, HOPPER, pretrained_file
+from tools import convert_dlib_backbone
 
 dlib = pytest.importorskip("dlib")
-DAT = installed_dat()
-pytestmark = pytest.mark.skipif(DAT is None, reason="needs PyPI face-recognition-models (requirements-dev.txt)")
+DAT = pretrained_file("dlib_resnet")
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +68,15 @@ def test_residual_sum_pads_like_dlib():
 
 
 def test_model_b_on_the_dlib_backbone(converted):
-    from training.backbones import load_pretrained_backbone
-
-    from demo.models import NORMALISATION, build_model
+    from demo.models import ARCHITECTURES, build_model
+    from training.fit.backbones import load_pretrained
 
     model = build_model("dlib_resnet", 116)
-    load_pretrained_backbone(model, "dlib_resnet", converted)
+    load_pretrained(model, "dlib_resnet", converted)
     reference = DlibResNet()
     reference.load_state_dict(load_file(converted))
     assert torch.equal(model.backbone[1][0].conv1.weight, reference.levels[0][0].conv1.weight)
-    assert NORMALISATION["dlib_resnet"] == (DLIB_MEAN, DLIB_STD)
+    assert (ARCHITECTURES["dlib_resnet"].mean, ARCHITECTURES["dlib_resnet"].std) == (DLIB_MEAN, DLIB_STD)
     with torch.inference_mode():
         age_logits, gender_logit = model.eval()(torch.randn(2, 3, 112, 112))
     assert age_logits.shape == (2, 116) and gender_logit.shape == (2,)

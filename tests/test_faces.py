@@ -70,7 +70,8 @@ def test_to_model_input_by_hand():
 @pytest.mark.parametrize("size", [96, 128])
 def test_training_and_serving_feed_identical_tensors(tiny_pack, detector, size):
     """The dataset (no augmentation) and the predictor's path give the same tensor for a crop."""
-    from training.dataset import FaceDataset, FacePack
+    from training.data.dataset import FaceDataset
+    from training.data.pack import FacePack
 
     pack = FacePack(tiny_pack)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -82,7 +83,7 @@ def test_training_and_serving_feed_identical_tensors(tiny_pack, detector, size):
 
 def test_prepare_crops_chips_with_the_serving_crop(detector, utk_folder):
     """A chip's training crop is exactly the crop the app makes of the same photo."""
-    from training.prepare import central_face, crop_faces
+    from training.data.prepare import central_face, crop_faces
 
     chip = Image.open(next(utk_folder.glob("20_*"))).convert("RGB")
     (result,) = crop_faces(detector, [chip], ["utkface"])

@@ -6,12 +6,13 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from training.dataset import FacePack, mixed_order
-from training.losses import age_losses
 
 from tests.conftest import FAIRFACE_ROWS, ROOT
-from training import fairface
-from training.prepare import kind_of
+from training.data import fairface, spec
+from training.data.dataset import mixed_order
+from training.data.fairface import FAIRFACE
+from training.data.pack import FacePack
+from training.fit.losses import age_losses
 
 SHARED_FAIRFACE = ROOT.parent / "shared" / "data" / "FairFace-train-15k.tar"
 
@@ -45,32 +46,35 @@ def test_unreadable_rows_give_a_reason(row, reason):
 
 
 def test_age_group_of_an_estimate():
-    assert [fairface.age_group_of(a) for a in (0.4, 2.9, 3.0, 9.99, 10, 69.5, 70, 101)] == [0, 0, 1, 1, 2, 7, 8, 8]
+    assert [FAIRFACE.group_of(a) for a in (0.4, 2.9, 3.0, 9.99, 10, 69.5, 70, 101)] == [0, 0, 1, 1, 2, 7, 8, 8]
 
 
 def test_scan_skips_what_it_cannot_read_with_counts(ff_folder, caplog):
-    records, data, stats = fairface.scan(ff_folder)
+    records, data, stats = FAIRFACE.scan(ff_folder)
     assert len(records) == FAIRFACE_ROWS and stats.files == FAIRFACE_ROWS + 3
     assert sum(stats.skipped.values()) == 3 and len(stats.skipped) == 3
     assert "photo missing" in caplog.text and "03-Sep" in caplog.text
     first = records[0]
     labels = (first.file, first.age_low, first.age_high, first.gender, first.race)
     assert labels == ("fairface/train/1.jpg", 20, 29, 0, 0)
-    assert first.age_kind == "group" and data[first.key][:2] == b"\xff\xd8"
+    assert spec.get(first.dataset).age_kind == "group" and data[first.key][:2] == b"\xff\xd8"
 
 
 def test_archive_and_folder_read_alike_and_are_recognised(ff_folder, utk_folder, tmp_path):
     archive = tmp_path / "FairFace.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(ff_folder / "fairface", arcname="fairface")
-    assert fairface.scan(archive)[0] == fairface.scan(ff_folder)[0]
-    assert kind_of(archive) == kind_of(ff_folder) == "fairface" and kind_of(utk_folder) == "utkface"
+    assert FAIRFACE.scan(archive)[0] == FAIRFACE.scan(ff_folder)[0]
+    assert spec.recognise(archive) is spec.recognise(ff_folder) is FAIRFACE
+    assert spec.recognise(utk_folder) is spec.get("utkface")
 
 
 def test_a_folder_without_labels_is_refused(tmp_path):
     (tmp_path / "notes.csv").write_text("name,value\n")
     with pytest.raises(ValueError, match="no FairFace labels file"):
-        fairface.scan(tmp_path)
+        FAIRFACE.scan(tmp_path)
+    with pytest.raises(ValueError, match="not recognised as any known data set"):
+        spec.recognise(tmp_path)
 
 
 def test_pack_holds_both_sets_with_their_kind_of_age(tiny_pack):
@@ -123,6 +127,6 @@ def test_mixed_order_gives_each_set_its_share():
 
 @pytest.mark.skipif(not SHARED_FAIRFACE.is_file(), reason="needs ../shared/data/FairFace-train-15k.tar")
 def test_the_shared_archive_reads_whole():
-    records, _, stats = fairface.scan(SHARED_FAIRFACE)
+    records, _, stats = FAIRFACE.scan(SHARED_FAIRFACE)
     assert stats.files == 15000 and not stats.skipped
     assert len(records) + stats.duplicates == 15000

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from demo import loadtest
 from tests.conftest import HOPPER
+from tools import loadtest
 
 
 def test_clients_upload_concurrently_and_every_request_is_counted(server, tmp_path):

@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from training.losses import LossWeights, age_loss, gender_loss, multitask_loss, soft_age_targets
 
 from demo.heads import decode_age, gender_probability
+from training.fit.losses import LossWeights, age_loss, gender_loss, multitask_loss, soft_age_targets
 
 
 def test_soft_targets_by_hand():

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from training.backbones import PRETRAINED_FILES, load_pretrained_backbone
 
-from demo.models import build_model
-from tests.conftest import SHARED_WEIGHTS
+from demo.models import ARCHITECTURES, architecture, build_model
+from tests.conftest import pretrained_file
+from training.fit.backbones import load_pretrained
 
 
 @pytest.mark.parametrize("architecture", ["scratch_cnn", "mobilenet_v2", "efficientnet_lite0"])
@@ -33,18 +33,38 @@ def test_stage_freezing_trains_only_the_top_stages():
     assert not model.stages[0].training and model.stages[-1].training  # frozen BN stays in eval
 
 
-@pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="needs ../shared/weights")
-@pytest.mark.parametrize("architecture", list(PRETRAINED_FILES))
-def test_imagenet_weights_load_from_the_shared_files(architecture):
-    model = build_model(architecture, 116)
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2", "dlib_resnet"])
+def test_pretrained_weights_load_from_the_files_their_packages_ship(name):
+    model = build_model(name, 116)
     before = next(model.backbone.parameters()).clone()
-    load_pretrained_backbone(model, architecture, SHARED_WEIGHTS / PRETRAINED_FILES[architecture])
+    load_pretrained(model, name, pretrained_file(name))
     assert not torch.equal(before, next(model.backbone.parameters()))
 
 
 def test_pretrained_file_of_another_architecture_is_refused():
-    if not SHARED_WEIGHTS.is_dir():
-        pytest.skip("needs ../shared/weights")
     model = build_model("efficientnet_lite0", 116)
     with pytest.raises(ValueError, match="does not match"):
-        load_pretrained_backbone(model, "efficientnet_lite0", SHARED_WEIGHTS / PRETRAINED_FILES["efficientnet_lite2"])
+        load_pretrained(model, "efficientnet_lite0", pretrained_file("efficientnet_lite2"))
+
+
+def test_every_architecture_spec_builds_a_staged_model_that_takes_its_smallest_input():
+    for name, spec in ARCHITECTURES.items():
+        model = build_model(name, 116).eval()
+        assert model.stages and all(any(True for _ in s.parameters()) for s in model.stages)
+        # The stages cover the whole trunk: every parameter is in a stage or a head.
+        staged = {id(p) for s in model.stages for p in s.parameters()} | {id(p) for p in model.heads.parameters()}
+        assert staged == {id(p) for p in model.parameters()}, name
+        with torch.inference_mode():
+            age_logits, _ = model(torch.randn(1, 3, spec.min_input_size, spec.min_input_size))
+        assert age_logits.shape == (1, 116)
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
+        architecture("vgg")
+
+
+def test_scratch_cnn_stages_freeze_like_a_backbone():
+    model = build_model("scratch_cnn", 116, widths=[8, 16])
+    model.set_trainable_stages(1)
+    trainable = [any(p.requires_grad for p in s.parameters()) for s in model.stages]
+    assert trainable == [False] * (len(model.stages) - 1) + [True]
+    model.train()
+    assert not model.stages[0].training and model.stages[-1].training

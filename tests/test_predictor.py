@@ -78,7 +78,7 @@ def test_detections_below_the_minimum_score_are_left_out_and_counted(predictor):
 
 def test_a_close_up_is_framed_like_a_training_chip(predictor):
     """A face filling the photo (cut by its edges) gets the same crop as the training chips got."""
-    from training.prepare import crop_faces
+    from training.data.prepare import crop_faces
 
     chip = Image.open(HOPPER).convert("RGB").crop((170, 115, 360, 345)).resize((200, 200))
     served = predictor.predict(chip).faces[0].crop

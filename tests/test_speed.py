@@ -3,10 +3,12 @@
 import math
 
 import torch
-from training.dataset import AugmentConfig, FaceDataset, FacePack
-from training.speed import NOT_CONFIG, VARIANTS, DecodingEveryEpoch, images_per_second
 
-from training.train import TrainConfig
+from tools.speed import NOT_CONFIG, VARIANTS, DecodingEveryEpoch
+from training.data.dataset import AugmentConfig, FaceDataset
+from training.data.pack import FacePack
+from training.fit.config import TrainConfig
+from training.fit.trainer import images_per_second
 
 
 def test_decoding_every_epoch_gives_the_crops_decoded_once(tiny_pack):
@@ -20,7 +22,7 @@ def test_decoding_every_epoch_gives_the_crops_decoded_once(tiny_pack):
 def test_images_per_second_runs_the_trainer_steps(tiny_pack):
     pack = FacePack(tiny_pack)
     cfg = TrainConfig(model="a", data=str(tiny_pack), input_size=48, widths=(8, 16), batch_size=2, device="cpu")
-    rate = images_per_second(cfg, pack, steps=1, warmup=1, decode_every_epoch=True)
+    rate = images_per_second(cfg, pack, steps=1, warmup=1, dataset_class=DecodingEveryEpoch)
     assert math.isfinite(rate) and rate > 0
 
 

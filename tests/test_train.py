@@ -1,4 +1,4 @@
-"""A real, tiny training run: two steps on a handful of faces, save, reload, resume."""
+"""A real, tiny training run: two steps on a handful of faces, save, reload, resume; every recipe."""
 
 import dataclasses
 import json
@@ -6,11 +6,16 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from training.dataset import AugmentConfig, FaceDataset, FacePack
 
 from demo.checkpoint import load_model
-from tests.conftest import SHARED_WEIGHTS
-from training.train import TrainConfig, main, train
+from demo.models import ARCHITECTURES
+from tests.conftest import pretrained_file
+from training.data.dataset import AugmentConfig, FaceDataset
+from training.data.pack import FacePack
+from training.fit.config import TrainConfig
+from training.fit.recipes import RECIPES
+from training.fit.trainer import fit as train
+from training.train import main
 
 
 def _config(pack, out, **overrides) -> TrainConfig:
@@ -41,21 +46,21 @@ def test_two_steps_then_save_reload_identical_outputs(tiny_pack, tmp_path):
 
 
 def test_resume_continues_exactly_where_it_stopped(tiny_pack, tmp_path, monkeypatch):
-    import training.train as train_module
+    import training.fit.trainer as trainer
 
     straight = train(_config(tiny_pack, tmp_path / "straight", epochs=2))
 
-    real_save = train_module._save_resume
+    real_save = trainer.save_resume
     def save_then_interrupt(*args, **kwargs):
         real_save(*args, **kwargs)
         raise KeyboardInterrupt  # as if Ctrl-C came right after the first epoch was saved
 
-    monkeypatch.setattr(train_module, "_save_resume", save_then_interrupt)
+    monkeypatch.setattr(trainer, "save_resume", save_then_interrupt)
     with pytest.raises(SystemExit, match="--resume"):
         main(["--model", "a", "--data", str(tiny_pack), "--out", str(tmp_path / "resumed"), "--input-size", "48",
               "--widths", "8,16", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu"])
     assert (tmp_path / "resumed" / "history.csv").read_text().count("\n") == 2  # header + epoch 1
-    monkeypatch.setattr(train_module, "_save_resume", real_save)
+    monkeypatch.setattr(trainer, "save_resume", real_save)
     main(["--model", "a", "--out", str(tmp_path / "resumed"), "--resume"])
 
     assert (tmp_path / "resumed" / "history.csv").read_text().count("\n") == 3
@@ -68,7 +73,7 @@ def test_resume_keeps_the_saved_settings_but_may_change_threads(tmp_path):
     from training.train import parse_args
 
     saved = TrainConfig(model="b", out=str(tmp_path), epochs=7, input_size=128, threads=1)
-    (tmp_path / "train_config.json").write_text(json.dumps(dataclasses.asdict(saved)))
+    (tmp_path / "train_config.json").write_text(json.dumps(saved.to_dict()))
     cfg, resume = parse_args(["--model", "b", "--out", str(tmp_path), "--resume", "--threads", "2", "--epochs", "9"])
     assert resume and cfg == dataclasses.replace(saved, threads=2)
 
@@ -79,17 +84,19 @@ def test_resume_without_a_run_says_so(tmp_path):
         main(["--model", "a", "--out", str(tmp_path), "--resume"])
 
 
-def test_single_task_run_records_its_task(tiny_pack, tmp_path):
-    from training.losses import LossWeights
+def test_single_task_run_records_its_task_and_serves_only_it(tiny_pack, tmp_path):
+    from training.fit.losses import LossWeights
 
     run = train(_config(tiny_pack, tmp_path / "age_only", epochs=1, max_steps=1, loss=LossWeights(gender=0.0)))
-    assert load_model(run).config.tasks == ("age",)
+    loaded = load_model(run)
+    assert loaded.config.tasks == ("age",)
+    prediction = loaded.predict(torch.zeros(1, 3, 48, 48))
+    assert prediction.age is not None and prediction.p_female is None  # the untrained gender head is not shown
 
 
-@pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="needs ../shared/weights")
 def test_model_b_two_stages(tiny_pack, tmp_path):
-    imagenet_file = SHARED_WEIGHTS / "mobilenet_v2-b0353104.pth"
-    cfg = _config(tiny_pack, tmp_path / "b", model="b", architecture="mobilenet_v2", input_size=64, epochs=2,
+    imagenet_file = pretrained_file("efficientnet_lite0")
+    cfg = _config(tiny_pack, tmp_path / "b", model="b", architecture="efficientnet_lite0", input_size=64, epochs=2,
                   stage1_epochs=1, finetune_stages=2, backbone_weights=str(imagenet_file))
     run = train(cfg)
     stages = [line.split(",")[1] for line in (run / "history.csv").read_text().splitlines()[1:]]
@@ -97,7 +104,7 @@ def test_model_b_two_stages(tiny_pack, tmp_path):
     # Stage 1 leaves the backbone as loaded from ImageNet; only the top stages move in stage 2.
     weights = load_file(run / "model.safetensors")
     imagenet = torch.load(imagenet_file, weights_only=True)
-    assert torch.equal(weights["backbone.0.0.weight"], imagenet["features.0.0.weight"])
+    assert torch.equal(weights["backbone.0.0.weight"], imagenet["_conv_stem.weight"])
 
 
 def test_augmentation_switches(tiny_pack):
@@ -120,21 +127,22 @@ def test_a_run_on_both_sets_records_its_mix(tiny_pack, tmp_path):
     assert {"utkface", "fairface"} <= set(val) and "age_group_exact" in val["fairface"]
 
 
-def test_mix_flag_is_checked():
-    from training.train import parse_mix
+def test_mix_flag_is_checked(capsys):
+    from training.fit.config import parse_mix
 
     assert parse_mix("utkface=0.6,fairface=0.4") == {"utkface": 0.6, "fairface": 0.4}
-    with pytest.raises(SystemExit, match="--mix"):
-        parse_mix("imdb=1")
+    with pytest.raises(SystemExit):
+        main(["--model", "a", "--mix", "imdb=1"])
+    assert "--mix takes NAME=SHARE pairs" in capsys.readouterr().err
 
 
 def test_layer_decay_slows_the_stages_nearest_the_input():
     from demo.checkpoint import build_from_config
-    from training.train import make_optimizer
+    from training.fit.recipes import make_optimizer
 
     cfg = TrainConfig(model="b", lr=1e-2, finetune_lr=1e-3, layer_decay=0.5, device="cpu")
     model = build_from_config(cfg.model_config())
-    optimizer, _ = make_optimizer(cfg, model, stage=2, steps_per_epoch=10)
+    optimizer, _ = make_optimizer(cfg, model, RECIPES["two_stage"].stage_at(cfg, 1), steps_per_epoch=10)
     rates = [group["initial_lr"] for group in optimizer.param_groups]
     # The heads, then dlib's six stages from the top (last level) down to the stem.
     assert rates == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5, 3.125e-5])
@@ -149,3 +157,83 @@ def test_cpu_speed_options_train_the_same_model(tiny_pack, tmp_path):
     assert load_model(run).config.input_size == 48
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert json.loads((run / "train_config.json").read_text())["amp"] is native
+
+
+@pytest.fixture(scope="module")
+def trained_trunks(tiny_pack, tmp_path_factory):
+    """Per architecture, a model trained for two steps from scratch: the weights two_stage fine-tunes here.
+
+    (The real pretrained files are loaded in test_models and test_dlib_port; these keep every pair offline.)
+    """
+    runs = {}
+    for name, arch in ARCHITECTURES.items():
+        runs[name] = train(_config(tiny_pack, tmp_path_factory.mktemp(name), architecture=name, recipe="from_scratch",
+                                   input_size=max(64, arch.min_input_size), widths=(8, 16), epochs=1, max_steps=2,
+                                   limit=8))
+    return runs
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_architecture_trains_under_every_recipe(name, trained_trunks, tiny_pack, tmp_path):
+    # from_scratch ran in the fixture; two_stage starts from its trunk, heads first, then the top stage.
+    start = trained_trunks[name]
+    assert json.loads((start / "train_config.json").read_text())["recipe"] == "from_scratch"
+    cfg = _config(tiny_pack, tmp_path / "two", architecture=name, recipe="two_stage", widths=(8, 16),
+                  input_size=max(64, ARCHITECTURES[name].min_input_size), epochs=2, stage1_epochs=1, finetune_stages=1,
+                  limit=8, backbone_weights=str(start / "model.safetensors"))
+    run = train(cfg)
+    before = load_file(start / "model.safetensors")
+    after = torch.load(run / "resume.pt", weights_only=True)["model"]  # the last epoch's weights (not the best)
+    trunk = [k for k in before if not k.startswith("heads.")]
+    assert any(not torch.equal(before[k], after[k]) for k in trunk)  # the top stage moved in stage 2...
+    model = load_model(run).model
+    first_stage = {n for n, p in model.named_parameters() if any(p is q for q in model.stages[0].parameters())}
+    assert first_stage and all(torch.equal(before[k], after[k]) for k in first_stage)  # ...the stem did not
+    history = (run / "history.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in history[1:]] == ["1", "2"]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"architecture": "scratch_cnn", "recipe": "two_stage"}, "scratch_cnn has none to download"),
+    ({"model": "b", "architecture": "scratch_cnn"}, "use --recipe from_scratch"),
+    ({"architecture": "dlib_resnet", "input_size": 96}, "at least 104 px"),
+    ({"recipe": "from_scratch", "backbone_weights": "x.pth"}, "--backbone-weights would be ignored"),
+    ({"recipe": "two_stage", "architecture": "dlib_resnet", "backbone_weights": "nowhere.dat"}, "does not exist"),
+    ({"recipe": "transfer"}, "unknown --recipe 'transfer'"),
+    ({"architecture": "vgg"}, "unknown architecture 'vgg'"),
+])
+def test_an_invalid_combination_is_refused_before_any_data_is_read(settings, message, tmp_path):
+    args = ["--data", str(tmp_path / "no_pack_here"), "--out", str(tmp_path / "run")]
+    for key, value in {"model": "a", **settings}.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    with pytest.raises(SystemExit, match=message):
+        main(args)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_is_made_from_the_config(tmp_path, capsys):
+    from training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in ("loss", "augment", "num_workers"):
+            assert f"--{f.name.replace('_', '-')}" in text, f.name
+    for flag in ("--workers", "--age-weight", "--no-augment", "--augment-rotate-degrees"):
+        assert flag in text
+    cfg, resume = parse_args(["--model", "b", "--no-augment", "--age-weight", "0.5", "--widths", "8,16",
+                              "--mix", "utkface=1", "--max-minutes", "3", "--no-amp"])
+    assert not resume and cfg.recipe == "two_stage" and cfg.architecture == "dlib_resnet" and cfg.input_size == 128
+    assert not cfg.augment.enabled and cfg.loss.age == 0.5 and cfg.widths == (8, 16) and cfg.mix == {"utkface": 1.0}
+    assert cfg.max_minutes == 3.0 and cfg.amp is False
+    # A saved config (or part of one) read back with --config; flags beside it win.
+    (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
+    again, _ = parse_args(["--config", str(tmp_path / "run.json")])
+    assert again == cfg
+    (tmp_path / "part.json").write_text(json.dumps({"model": "a", "epochs": 3, "augment": {"flip": False}}))
+    part, _ = parse_args(["--config", str(tmp_path / "part.json"), "--epochs", "4"])
+    assert part.epochs == 4 and part.augment.flip is False and part.augment.enabled and part.recipe == "from_scratch"
+    (tmp_path / "bad.json").write_text(json.dumps({"epochz": 3}))
+    with pytest.raises(SystemExit, match="unknown TrainConfig setting"):
+        parse_args(["--config", str(tmp_path / "bad.json")])

@@ -3,8 +3,12 @@ import tarfile
 
 import numpy as np
 import pytest
-from training.dataset import FacePack
-from training.utkface import Labels, assign_split, iter_images, parse_labels, scan
+
+from training.data.pack import FacePack
+from training.data.records import assign_split
+from training.data.utkface import UTKFACE, Labels, iter_images, parse_labels
+
+scan = UTKFACE.scan
 
 
 @pytest.mark.parametrize(
@@ -85,7 +89,7 @@ def test_prepare_packs_every_readable_face(tiny_pack, utk_folder):
 
 
 def test_prepare_resumes_without_redoing_parts(tiny_pack, utk_folder, ff_folder):
-    from training.prepare import prepare
+    from training.data.prepare import prepare
 
     part = tiny_pack / "parts" / "part_00000.npz"
     before = part.stat().st_mtime_ns
@@ -94,7 +98,7 @@ def test_prepare_resumes_without_redoing_parts(tiny_pack, utk_folder, ff_folder)
     prepare([utk_folder, ff_folder], tiny_pack, seed=seed)
     assert part.stat().st_mtime_ns == before
     assert np.array_equal(np.load(tiny_pack / "faces.npz")["blob"], pack_before)
-    with pytest.raises(SystemExit, match="other data or another seed"):
+    with pytest.raises(ValueError, match="other data or another seed"):
         prepare([utk_folder, ff_folder], tiny_pack, seed=seed + 1)
 
 
