@@ -53,7 +53,7 @@ def test_report_links_figures_that_exist(report):
     for name in figures:
         assert (report / name).stat().st_size > 5000  # a real PNG, not an empty file
     assert "### By ethnicity" in text and "### By age band" in text and "### By race group" in text
-    assert "| model | UTKFace MAE |" in text and "FairFace age group exact" in text  # side by side
+    assert "| model | UTKFace age MAE |" in text and "FairFace age group exact" in text  # side by side
 
 
 def test_dry_run_stages_exactly_what_would_be_uploaded(run_dir, report, tmp_path):

@@ -210,7 +210,7 @@ def headline(dataset: DatasetSpec, overall: dict) -> list[tuple[str, str]]:
     """(column, cell) pairs of a data set's headline numbers, as the summary table and the card show them."""
     o = overall
     if dataset.age_kind == YEAR:
-        return [(f"{dataset.title} MAE", f"{o['age_mae']:.2f}"), ("CS@5", pct(o["age_cs5"])),
+        return [(f"{dataset.title} age MAE", f"{o['age_mae']:.2f}"), ("CS@5", pct(o["age_cs5"])),
                 ("80 % range coverage", pct(o["age_range_coverage"])), ("gender acc.", pct(o["gender_accuracy"], 2)),
                 ("gender ECE", f"{o['gender_ece']:.3f}")]
     return [(f"{dataset.title} age group exact", pct(o["age_group_exact"])),
@@ -221,10 +221,12 @@ def headline(dataset: DatasetSpec, overall: dict) -> list[tuple[str, str]]:
 def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
     """(header, format) of each cell of a breakdown row, as the report and the card show them."""
     if dataset.age_kind == YEAR:
-        return (("MAE", lambda g: f"{g['age_mae']:.2f}"), ("coverage", lambda g: pct(g["age_range_coverage"], 0)),
-                ("gender", lambda g: pct(g["gender_accuracy"])))
-    return (("exact", lambda g: pct(g["age_group_exact"])), ("within one", lambda g: pct(g["age_group_within_one"])),
-            ("gender", lambda g: pct(g["gender_accuracy"])))
+        return (("age MAE", lambda g: f"{g['age_mae']:.2f}"),
+                ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
+                ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
+    return (("age group exact", lambda g: pct(g["age_group_exact"])),
+            ("within one", lambda g: pct(g["age_group_within_one"])),
+            ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
 
 
 def summary_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
