@@ -102,3 +102,13 @@ def test_an_ear_is_not_taken_for_a_face(predictor):
     assert len(everything.faces) == 2 and min(f.face.score for f in everything.faces) < 0.9
     result = predictor.predict(photo)
     assert len(result.faces) == 1 and result.below_min_score == 1 and result.faces[0].face.score > 0.99
+
+
+def test_a_model_trained_for_one_task_answers_only_that_one():
+    from demo.predictor import NO_ANSWER, ModelAnswer
+
+    age_only = ModelAnswer(age=31.4, age_low=27, age_high=36, p_female=None)
+    assert age_only.gender is None and age_only.gender_text() == NO_ANSWER and age_only.short() == "31"
+    gender_only = ModelAnswer(age=None, age_low=None, age_high=None, p_female=0.8)
+    assert gender_only.age_text() == NO_ANSWER and gender_only.short(with_range=True) == "F"
+    assert ModelAnswer(31.4, 27, 36, 0.2).short(with_range=True) == "31 (27-36) M"

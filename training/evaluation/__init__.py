@@ -1,0 +1,1 @@
+"""Metrics, the evaluation report with its figures, and the model card."""

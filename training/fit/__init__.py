@@ -1,0 +1,1 @@
+"""Training a model: its config and command line, the recipes, the loop, losses and pretrained weights."""
