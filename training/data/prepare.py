@@ -29,7 +29,7 @@ from tqdm import tqdm
 from demo.faces import CROP_MARGIN, CROP_SIZE, Face, FaceDetector, align_crop
 from demo.files import atomic_write
 from training.data import spec
-from training.data.pack import FIELDS, PACK_NAME, write_pack
+from training.data.pack import PACK_NAME, write_pack
 from training.data.records import AGE_KINDS, SPLITS, Record, ScanStats
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ SPLITS_HEADER = ["dataset", "file", "sha256", "age_low", "age_high", "gender", "
 
 
 def _write_splits(path: Path, records: list[Record]) -> None:
-    with path.open("w", newline="") as f:
+    # Atomic: a splits.csv cut short by a crash would not match the next run's records.
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(SPLITS_HEADER)
         for r in records:
@@ -213,7 +214,6 @@ def _pack(records: list[Record], parts: list[Path], path: Path) -> dict:
         "other_split": np.repeat(image_split, z["other_counts"]),
         "dataset_names": dataset_names,
     }
-    assert set(arrays) == set(FIELDS)
     write_pack(path, arrays)
     summary: dict = {"images": len(kept), "pack_bytes": path.stat().st_size, "datasets": {}}
     for d, name in enumerate(dataset_names):
