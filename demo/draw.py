@@ -31,7 +31,13 @@ def annotate(image: Image.Image, result: ImageResult, model_keys: list[str]) -> 
         text = face_label(face, model_keys)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         w, h = right - left + 4 * unit, bottom - top + 4 * unit
-        ty = y1 - h if y1 - h >= 0 else y2  # above the box, or below it at the top edge
+        # Above the box; below it where the box touches the top; inside its top where it fills the photo.
+        if y1 - h >= 0:
+            ty = y1 - h
+        elif y2 + h <= canvas.height:
+            ty = y2
+        else:
+            ty = min(max(0, y1), max(0, canvas.height - h))
         tx = min(max(0, x1), max(0, canvas.width - w))
         draw.rectangle((tx, ty, tx + w, ty + h), fill=colour)
         draw.text((tx + 2 * unit - left, ty + 2 * unit - top), text, fill=(0, 0, 0), font=font)

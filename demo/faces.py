@@ -64,6 +64,7 @@ class FaceDetector:
         from facenet_pytorch import MTCNN  # heavy import; keep module import cheap
 
         self.max_side = max_side
+        self.min_face_size = min_face_size
         self._mtcnn = MTCNN(
             keep_all=True,
             min_face_size=min_face_size,
@@ -120,6 +121,9 @@ class FaceDetector:
         scaled: list[Image.Image] = []
         scales: list[float] = []
         for i, image in enumerate(images):
+            if min(image.size) < self.min_face_size:
+                # No face this small is searched for, and MTCNN fails on an image with no scale to search.
+                continue
             scale = min(1.0, self.max_side / max(image.size))
             if scale < 1.0:
                 size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from demo.checkpoint import LoadedModel
-from demo.faces import MIN_JUDGE_SIZE, MIN_SCORE, Face, FaceDetector, align_crop, to_model_input
+from demo.faces import MIN_FACE_SIZE, MIN_JUDGE_SIZE, MIN_SCORE, Face, FaceDetector, align_crop, to_model_input
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,15 @@ class ImageResult:
     timings_ms: dict[str, float]
     below_min_score: int = 0  # detections left out as unlikely to be faces
     min_score: float = MIN_SCORE
+    min_face_size: int = MIN_FACE_SIZE  # the detector's smallest face
 
     @property
     def note(self) -> str | None:
         """A sentence for the user when there is nothing (or not everything) to show."""
         if not self.faces:
+            if min(self.size) < self.min_face_size:
+                return (f"This image is {self.size[0]}x{self.size[1]} pixels: too small to hold a face we can find "
+                        f"(faces are found from {self.min_face_size} px). Try a larger photo.")
             if self.below_min_score:
                 return (f"No face found in this photo: {self.below_min_score} detection(s) scored below the minimum "
                         f"detection score {self.min_score:.2f}. Lower it to see them, or try a clearer photo.")
@@ -139,7 +143,8 @@ class Predictor:
                     )
             timings[f"model_{name}"] = _ms_since(start)
         return ImageResult(size=image.size, faces=results, timings_ms=timings,
-                           below_min_score=len(detected) - len(faces), min_score=min_score)
+                           below_min_score=len(detected) - len(faces), min_score=min_score,
+                           min_face_size=self.detector.min_face_size)
 
 
 def _ms_since(start: float) -> float:

@@ -25,20 +25,21 @@ STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get
 WEBCAM_SIZE = {"width": 640, "height": 480}
 
 
-def accept_broken_uploads(component: gr.Image) -> gr.Image:
-    """Let an upload that PIL cannot open reach our loader as a path, instead of failing inside Gradio.
+def pass_uploads_as_they_are(component: gr.Image) -> gr.Image:
+    """Hand our loader the file the user uploaded, not Gradio's conversion of it.
 
-    Gradio opens uploads itself and fails on a broken file with a generic error; `load_image` gives
-    the user a clear message. (Wrapping the instance: a gr.Image subclass would make Gradio write a
-    .pyi stub next to this file at import time.)
+    Gradio opens an upload and saves it again as 8-bit RGB before the event sees it: a 16-bit PNG
+    comes out blown to black and white, a transparent PNG on black, and a broken file fails inside
+    Gradio with a generic error. `load_image` handles all three (and EXIF orientation) from the
+    original bytes. (Wrapping the instance: a gr.Image subclass would make Gradio write a .pyi stub
+    next to this file at import time.)
     """
     default = component.preprocess
 
     def preprocess(payload):
-        try:
-            return default(payload)
-        except Exception:
-            return str(payload.path) if payload is not None and payload.path else None
+        if payload is not None and payload.path:
+            return str(payload.path)
+        return default(payload)
 
     component.preprocess = preprocess
     return component
@@ -125,11 +126,12 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
 
     def predict_photo(path: str | None, min_score: float = MIN_SCORE):
         if not path:
-            raise gr.Error("Upload a photo first.")
+            return None, [], [], "Upload a photo first."
         try:
             image = load_image(path)
         except ImageError as error:
-            raise gr.Error(str(error)) from None
+            # In the page, where it stays, with the previous photo's answers cleared.
+            return None, [], [], f"**Could not use this file:** {error}."
         result = predictor.predict(image, min_score=min_score)
         note = result.note or f"{len(result.faces)} face(s) found." + (
             f" {result.below_min_score} detection(s) below the minimum score {min_score:.2f} left out."
@@ -161,7 +163,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
         with gr.Tab("Photo"):
             with gr.Row():
-                photo = accept_broken_uploads(
+                photo = pass_uploads_as_they_are(
                     gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
                 annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
             min_score = gr.Slider(0.8, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
@@ -179,7 +181,10 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             button.click(predict_photo, [photo, min_score], outputs, api_name="predict", concurrency_id="photo",
                          concurrency_limit=2)
             photo.upload(predict_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo")
-            min_score.release(rescore_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo")
+            # .input: a drag, the arrow keys and a typed value all re-run the photo; while one run is
+            # going, only the last value is kept.
+            min_score.input(rescore_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo",
+                            trigger_mode="always_last")
         with gr.Tab("Webcam"):
             gr.Markdown(f"Allow the camera, then press record. Frames are answered about every "
                         f"{stream_every:.2f} s on this machine; a session stops after {STREAM_TIME_LIMIT_S} s.")

@@ -3,11 +3,12 @@
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES
+from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES, HOPPER
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,56 @@ def _bad_files(tmp_path):
     return paths
 
 
-def test_bad_uploads_get_clear_errors_and_the_server_keeps_answering(client, tmp_path):
+def test_bad_uploads_get_clear_messages_in_the_page_and_the_server_keeps_answering(client, tmp_path):
     messages = ("empty", "not an image", "damaged or truncated", "megapixels")
     for path, message in zip(_bad_files(tmp_path), messages):
-        with pytest.raises(Exception, match=message):
-            client.predict(handle_file(str(path)), api_name="/predict")
+        annotated, table, crops, note = client.predict(handle_file(str(path)), api_name="/predict")
+        assert note.startswith("**Could not use this file:**") and message in note  # stays on the page
+        assert annotated is None and crops == [] and table["data"] in ([], [["", "", "", "", "", ""]])
         _, table, _, _ = client.predict(handle_file(str(ASTRONAUT)), api_name="/predict")
         assert len(table["data"]) == 1
+
+
+@pytest.mark.parametrize("size", [(10, 10), (19, 400)])
+def test_an_image_too_small_for_a_face_says_so(client, tmp_path, size):
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", size, (120, 100, 90)).save(path)
+    _, table, _, note = client.predict(handle_file(str(path)), api_name="/predict")
+    assert f"{size[0]}x{size[1]} pixels: too small to hold a face" in note
+
+
+def test_a_16_bit_grayscale_png_reaches_the_models_in_its_grey_levels(client, tmp_path):
+    grey = np.asarray(Image.open(ASTRONAUT).convert("L"), dtype=np.uint16) * 257  # the full 16-bit range
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    annotated, table, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    assert len(table["data"]) == 1  # blown to black and white by a conversion, the face was lost
+    shown = np.asarray(Image.open(annotated).convert("L"), dtype=float)
+    assert 40 < shown.std() and len(np.unique(shown.round(-1))) > 10  # grey levels, not two
+
+
+def test_a_transparent_area_is_shown_on_white_whatever_pixels_it_hides(client, tmp_path):
+    rgba = np.asarray(Image.open(ASTRONAUT).convert("RGBA")).copy()
+    half = rgba.shape[1] // 2
+    rgba[:, half:] = (0, 0, 0, 0)  # transparent black on the right
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba).save(path)
+    annotated, _, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    right = np.asarray(Image.open(annotated).convert("RGB"))[:, half + 20 :]
+    assert right.mean() > 240
+
+
+def test_a_close_up_gets_its_label_inside_the_photo(client, tmp_path):
+    from demo.draw import COLOURS
+
+    path = tmp_path / "close_up.jpg"
+    Image.open(HOPPER).convert("RGB").crop((170, 115, 360, 345)).resize((200, 200)).save(path, quality=95)
+    annotated, table, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    assert len(table["data"]) == 1
+    pixels = np.asarray(Image.open(annotated).convert("RGB"), dtype=int)
+    label = (np.abs(pixels - np.array(COLOURS[0])).sum(axis=-1) < 60).sum(axis=1)  # label colour per row
+    assert label.max() > 60  # a filled label band (the box's outline gives a few pixels a row at most)
 
 
 def test_model_sources_are_shown(server):
