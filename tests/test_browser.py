@@ -85,3 +85,19 @@ def test_clicking_an_example_runs_it(server, browser):
     page.wait_for_function(f"() => document.querySelector('#note')?.innerText.includes('{GROUP_FACES} face(s) found')",
                            timeout=60_000)
     page.close()
+
+
+def test_the_slider_reruns_the_photo_from_the_keyboard_and_a_typed_value(server, browser):
+    page = browser.new_page()
+    page.goto(server[0])
+    page.locator("input[type=file]").first.set_input_files(str(GROUP))
+    note = "document.querySelector('#note')?.innerText || ''"
+    page.wait_for_function(f"() => ({note}).includes('{GROUP_FACES} face(s) found')", timeout=60_000)
+    page.locator("input[type=range]").first.focus()
+    page.keyboard.press("End")  # to the slider's maximum, 1.00, by key
+    page.wait_for_function(f"() => ({note}).includes('minimum detection score 1.00')", timeout=60_000)
+    number = page.locator("input[type=number]").first
+    number.fill("0.9")
+    number.press("Enter")
+    page.wait_for_function(f"() => ({note}).includes('{GROUP_FACES} face(s) found')", timeout=60_000)
+    page.close()
