@@ -93,7 +93,7 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
     for face in result.faces:
         if face.crop is not None:
             caption = f"#{face.number} · " + " · ".join(
-                f"{key.upper()}: {a.short(with_range=True)}" for key, a in face.answers.items())
+                f"{key.upper()} {a.short()}" for key, a in face.answers.items())
             items.append((face.crop, caption))
     return items
 
@@ -171,7 +171,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                                        "mostly ears, hands and patterns. (MTCNN reports nothing under 0.8.)")
             note = gr.Markdown(elem_id="note")
             table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
-            crops = gr.Gallery(label="Face crops as the models see them", columns=8, height=200)
+            # fit_columns=False: one crop stays a thumbnail instead of filling the width.
+            crops = gr.Gallery(label="Face crops as the models see them", columns=6, height=230, fit_columns=False,
+                               object_fit="contain", elem_id="crops")
             button = gr.Button("Find faces", variant="primary")
             outputs = [annotated, table, crops, note]
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))

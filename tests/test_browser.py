@@ -101,3 +101,20 @@ def test_the_slider_reruns_the_photo_from_the_keyboard_and_a_typed_value(server,
     number.press("Enter")
     page.wait_for_function(f"() => ({note}).includes('{GROUP_FACES} face(s) found')", timeout=60_000)
     page.close()
+
+
+def test_face_crops_stay_thumbnails_with_their_captions_whole(server, browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(server[0])
+    captions = """() => [...document.querySelectorAll('#crops *')]
+        .filter(e => e.children.length === 0 && e.innerText && e.innerText.startsWith('#'))"""
+    for photo, faces in ((ASTRONAUT, 1), (GROUP, GROUP_FACES)):
+        page.locator("input[type=file]").first.set_input_files(str(photo))
+        page.wait_for_function(f"() => (document.querySelector('#note')?.innerText || '').includes('{faces} face(s)')",
+                               timeout=60_000)
+        page.wait_for_function(f"() => ({captions})().length === {faces}", timeout=30_000)
+        widths = page.locator("#crops img").evaluate_all("images => images.map(i => i.getBoundingClientRect().width)")
+        assert len(widths) == faces and max(widths) < 300  # one face is not blown up to the gallery's width
+        cut = page.evaluate(f"() => ({captions})().filter(e => e.scrollWidth > e.clientWidth).length")
+        assert cut == 0  # every caption shows whole
+    page.close()
