@@ -11,6 +11,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from demo.cards import read_measured
 from demo.draw import annotate
 from demo.faces import MIN_SCORE
 from demo.files import atomic_write
@@ -74,7 +75,9 @@ def write_cached_images_atomically() -> None:
     processing_utils.save_pil_to_cache = save_pil_to_cache
 
 
-def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
+def result_table(result: ImageResult, names: dict[str, str], gender_accuracy: dict[str, float | None]
+                 ) -> list[list[str]]:
+    """One row per face: each model's age and gender, and where two models disagree on gender, which to believe."""
     rows = []
     for face in result.faces:
         row = [f"#{face.number}", f"{face.face.score:.2f}"]
@@ -84,8 +87,24 @@ def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
                 row += ["too small", ""]
             else:
                 row += [answer.age_text(), answer.gender_text()]
+        if len(names) > 1:
+            row.append(gender_disagreement(face.answers, gender_accuracy))
         rows.append(row)
     return rows
+
+
+def gender_disagreement(answers: dict, gender_accuracy: dict[str, float | None]) -> str:
+    """'' when the models agree; else who says what, and which model is right more often on test faces."""
+    genders = {key: a.gender for key, a in answers.items() if a.gender is not None}
+    if len(set(genders.values())) < 2:
+        return ""
+    said = ", ".join(f"{key.upper()} says {gender}" for key, gender in genders.items())
+    measured = {key: gender_accuracy.get(key) for key in genders if gender_accuracy.get(key) is not None}
+    if len(measured) < len(genders):
+        return f"disagree: {said}"
+    best = max(measured, key=measured.get)
+    accuracies = " vs ".join(f"{100 * measured[k]:.1f} %" for k in [best, *(k for k in measured if k != best)])
+    return f"disagree: {said}; {best.upper()} is right more often on test faces ({accuracies})"
 
 
 def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Image.Image, str]]:
@@ -116,7 +135,10 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     live_predictor = live_predictor or predictor
     keys = list(predictor.models)
     names = {k: m.config.name for k, m in predictor.models.items()}
+    measured = {k: read_measured(m.folder) for k, m in predictor.models.items()}
+    gender_accuracy = {k: m.gender_accuracy if m else None for k, m in measured.items()}
     headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
+    headers += ["A vs B" if keys == ["a", "b"] else "models"] if len(keys) > 1 else []
     if stream_every is None:
         latency = measure_frame_latency(live_predictor, keys)
         # The browser sends a frame only after the last one is answered; asking for frames a
@@ -136,7 +158,8 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         note = result.note or f"{len(result.faces)} face(s) found." + (
             f" {result.below_min_score} detection(s) below the minimum score {min_score:.2f} left out."
             if result.below_min_score else "")
-        return annotate(image, result, keys), result_table(result, names), gallery_items(result, names), note
+        table = result_table(result, names, gender_accuracy)
+        return annotate(image, result, keys), table, gallery_items(result, names), note
 
     def rescore_photo(path: str | None, min_score: float):
         """Moving the slider re-runs the photo shown, if there is one."""
@@ -150,7 +173,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         image = to_rgb(Image.fromarray(frame))
         return np.asarray(annotate(image, live_predictor.predict(image), keys))
 
-    source_lines = [f"- **{names[k]}**: {sources[k]}" for k in keys] if sources else []
+    source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
+        sources.get(k) if sources else None,
+        f"measured on test faces: {measured[k].summary()}" if measured[k] else None))) for k in keys]
     with gr.Blocks(title="Age and gender: from scratch vs transfer learning") as demo:
         gr.Markdown(
             "# Age and gender, two ways\n"
@@ -159,8 +184,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             "Both models were trained on UTKFace and FairFace and estimate apparent age and binary gender as "
             "labelled there: a demonstration, not a judgement about anyone."
         )
-        if source_lines:
-            gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
+        gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
         with gr.Tab("Photo"):
             with gr.Row():
                 photo = pass_uploads_as_they_are(
