@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.cards import CARD_NAME
 from demo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger(__name__)
@@ -61,17 +62,30 @@ def resolve(spec: ModelSpec, offline: bool = False) -> ResolvedModel:
         try:
             from huggingface_hub import snapshot_download
 
+            # The card comes too: the page shows what the model measured (demo.cards).
             folder = snapshot_download(spec.repo_id, revision=spec.revision,
-                                       allow_patterns=[WEIGHTS_NAME, CONFIG_NAME])
+                                       allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME])
             return ResolvedModel(spec.key, Path(folder), f"Hub {spec.repo_id}@{spec.revision}")
         except Exception as error:  # no network, unknown repo, missing revision: all fall back
-            reason = f"Hub unreachable or repo missing: {type(error).__name__}"
-            log.warning("model %s: could not get %s@%s from the Hub (%s); using %s",
-                        spec.key, spec.repo_id, spec.revision, error, spec.local_dir)
+            reason = hub_failure(error, spec)
+            log.debug("model %s: the Hub said: %s", spec.key, error)
     if not (spec.local_dir / WEIGHTS_NAME).is_file():
         missing = spec.local_dir / WEIGHTS_NAME
         raise ModelLoadError(f"model {spec.key.upper()}: {reason}, and no local copy at {missing}")
     return ResolvedModel(spec.key, spec.local_dir, f"local {_short(spec.local_dir)} ({reason})")
+
+
+def hub_failure(error: Exception, spec: ModelSpec) -> str:
+    """Why the Hub gave no model, in words for the page and the log (the library's message is long)."""
+    from huggingface_hub import errors
+
+    if isinstance(error, errors.RevisionNotFoundError):
+        return f"the Hub has no revision {spec.revision} of {spec.repo_id}"
+    if isinstance(error, errors.RepositoryNotFoundError | errors.GatedRepoError):
+        return f"the Hub has no public repo {spec.repo_id}"
+    if isinstance(error, errors.OfflineModeIsEnabled):
+        return "the Hub client is in offline mode"
+    return f"the Hub could not be reached for {spec.repo_id}"
 
 
 def _short(path: Path) -> str:
