@@ -43,6 +43,7 @@ class AgeEstimate:
     mean: torch.Tensor  # years, float
     low: torch.Tensor  # years, integer-valued
     high: torch.Tensor
+    probs: torch.Tensor | None = None  # the distribution over the years, after the temperature
 
 
 def age_bins(age_min: int, age_max: int) -> torch.Tensor:
@@ -64,7 +65,7 @@ def decode_age(
     tail = (1.0 - coverage) / 2
     low = _first_reaching(cdf, tail) + age_min
     high = _first_reaching(cdf, 1.0 - tail) + age_min
-    return AgeEstimate(mean=mean, low=low.float(), high=high.float())
+    return AgeEstimate(mean=mean, low=low.float(), high=high.float(), probs=probs)
 
 
 def _first_reaching(cdf: torch.Tensor, level: float) -> torch.Tensor:

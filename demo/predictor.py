@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from demo.checkpoint import LoadedModel
@@ -22,6 +23,8 @@ class ModelAnswer:
     age_low: int | None
     age_high: int | None
     p_female: float | None
+    # The distribution over the years, from AGE_MIN: what the webcam's tracker averages over frames.
+    age_probs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def gender(self) -> str | None:
@@ -140,6 +143,7 @@ class Predictor:
                         age_low=None if age is None else int(age.low[i]),
                         age_high=None if age is None else int(age.high[i]),
                         p_female=None if p_female is None else float(p_female[i]),
+                        age_probs=None if age is None else age.probs[i].cpu().numpy(),
                     )
             timings[f"model_{name}"] = _ms_since(start)
         return ImageResult(size=image.size, faces=results, timings_ms=timings,

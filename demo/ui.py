@@ -17,6 +17,7 @@ from demo.faces import MIN_SCORE
 from demo.files import atomic_write
 from demo.images import ImageError, load_image, to_rgb
 from demo.predictor import ImageResult, Predictor
+from demo.tracking import WINDOW, FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,14 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             return (gr.skip(),) * 4
         return predict_photo(path, min_score)
 
-    def predict_frame(frame: np.ndarray | None):
+    def predict_frame(frame: np.ndarray | None, tracker: FaceTracker | None):
+        """One webcam frame; `tracker` is this session's, made on its first frame."""
         if frame is None:
-            return None
+            return None, gr.skip(), tracker
+        tracker = tracker or FaceTracker()
         image = to_rgb(Image.fromarray(frame))
-        return np.asarray(annotate(image, live_predictor.predict(image), keys))
+        result = tracker.update(live_predictor.predict(image))
+        return np.asarray(annotate(image, result, keys)), result_table(result, names, gender_accuracy), tracker
 
     source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
         sources.get(k) if sources else None,
@@ -213,11 +217,17 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                             trigger_mode="always_last")
         with gr.Tab("Webcam"):
             gr.Markdown(f"Allow the camera, then press record. Frames are answered about every "
-                        f"{stream_every:.2f} s on this machine; a session stops after {STREAM_TIME_LIMIT_S} s.")
+                        f"{stream_every:.2f} s on this machine; a session stops after {STREAM_TIME_LIMIT_S} s. "
+                        f"Each face keeps its number while it stays in view, and its answers are averaged over "
+                        f"its last {WINDOW} frames, so they hold still.")
             with gr.Row():
                 camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                   webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
                 live = gr.Image(label="Live", format="jpeg", elem_id="live")
-            camera.stream(predict_frame, camera, live, stream_every=stream_every, time_limit=STREAM_TIME_LIMIT_S,
+            live_table = gr.Dataframe(headers=headers, label="Per face, averaged over its recent frames",
+                                      interactive=False, elem_id="live-table")
+            tracker = gr.State(None)  # this session's FaceTracker
+            camera.stream(predict_frame, [camera, tracker], [live, live_table, tracker], stream_every=stream_every,
+                          time_limit=STREAM_TIME_LIMIT_S,
                           concurrency_limit=2, concurrency_id="webcam", show_progress="hidden", api_name="stream")
     return demo

@@ -118,3 +118,54 @@ def test_face_crops_stay_thumbnails_with_their_captions_whole(server, browser):
         cut = page.evaluate(f"() => ({captions})().filter(e => e.scrollWidth > e.clientWidth).length")
         assert cut == 0  # every caption shows whole
     page.close()
+
+
+def test_a_still_face_on_a_noisy_camera_keeps_its_number_and_its_age(server, browser, tmp_path):
+    """The fake camera films the astronaut still, with fresh sensor noise on every frame (the steadiness
+    tool's clip); after the tracker's window has filled, the ages shown stay within a year."""
+    from demo.tracking import WINDOW
+    from tools.webcam_steadiness import noisy_clip
+
+    video = write_frames_y4m(noisy_clip(ASTRONAUT, frames=30, noise=4.0), tmp_path / "still.y4m")
+    # A Chromium of its own, filming this clip (the module's browser films the drifting photo).
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=QUIET_FLAGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}"])
+    try:
+        page = chromium.new_context(permissions=["camera"]).new_page()
+        page.goto(server[0])
+        page.get_by_role("tab", name="Webcam").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator("button:visible", has_text="Record").click()
+        rows, last = [], None
+        while len(rows) < WINDOW + 10:
+            page.wait_for_function("(last) => { const t = document.querySelector('#live-table');"
+                                   " return t && t.innerText.includes('#1') && t.innerText !== last; }",
+                                   arg=last, timeout=60_000)
+            last = page.locator("#live-table").inner_text()
+            rows.append(face_rows(last))
+    finally:
+        chromium.close()
+    steady = rows[WINDOW:]
+    assert all(len(faces) == 1 and faces[0][0] == "#1" for faces in steady)  # one face, keeping its number
+    for column in (2, 4):  # A's and B's age, "38 (27-53)"
+        ages = [int(faces[0][column].split()[0]) for faces in steady]
+        assert max(ages) - min(ages) <= 1, ages
+
+
+def face_rows(table_text: str, columns: int = 7) -> list[list[str]]:
+    """The rows of a faces table from its text (one cell a line): each starts at its '#N' cell."""
+    cells = [line.strip() for line in table_text.splitlines() if line.strip()]
+    return [cells[i : i + columns] for i, cell in enumerate(cells) if cell.startswith("#")]
+
+
+def write_frames_y4m(frames: list, path: Path) -> Path:
+    """Frames as a 4:2:0 Y4M video, Chromium's fake camera (which loops it)."""
+    width, height = frames[0].size
+    chunks = [f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode()]
+    for frame in frames:
+        y, cb, cr = (np.asarray(c) for c in frame.convert("YCbCr").split())
+        chroma = [np.asarray(Image.fromarray(c).resize((width // 2, height // 2))) for c in (cb, cr)]
+        chunks.append(b"FRAME\n" + y.tobytes() + chroma[0].tobytes() + chroma[1].tobytes())
+    path.write_bytes(b"".join(chunks))
+    return path

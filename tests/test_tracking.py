@@ -1,0 +1,65 @@
+"""The webcam's face tracker: box overlap worked out by hand, numbers that stay, answers averaged."""
+
+import numpy as np
+import pytest
+
+from demo.faces import Face
+from demo.predictor import FaceResult, ImageResult, ModelAnswer
+from demo.tracking import FaceTracker, average, iou
+
+
+def _frame(*faces):
+    """A frame's result: (box, age distribution peak, P(female)) per face."""
+    results = []
+    for n, (box, peak, p_female) in enumerate(faces, start=1):
+        probs = np.zeros(116)
+        probs[peak - 1] = 1.0
+        answer = ModelAnswer(float(peak), peak, peak, p_female, age_probs=probs)
+        results.append(FaceResult(n, Face(box, 0.99, None), crop=object(), answers={"a": answer}))
+    return ImageResult(size=(640, 480), faces=results, timings_ms={})
+
+
+def test_iou_by_hand():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def test_faces_keep_their_numbers_and_a_newcomer_gets_the_next():
+    tracker = FaceTracker()
+    left, right = (10, 10, 110, 110), (300, 10, 400, 110)
+    first = tracker.update(_frame((left, 30, 0.9)))
+    assert [f.number for f in first.faces] == [1]
+    # The detector lists the newcomer first (higher score): the numbers still follow the faces.
+    second = tracker.update(_frame((right, 50, 0.1), ((12, 10, 112, 110), 30, 0.9)))
+    numbers = {f.face.box[0] < 200: f.number for f in second.faces}
+    assert numbers == {True: 1, False: 2}
+
+
+def test_a_track_survives_a_missed_frame_and_ends_after_max_missed():
+    tracker = FaceTracker(max_missed=2)
+    box = (10, 10, 110, 110)
+    tracker.update(_frame((box, 30, 0.9)))
+    for _ in range(2):
+        tracker.update(_frame())
+    assert tracker.update(_frame((box, 30, 0.9))).faces[0].number == 1
+    for _ in range(3):
+        tracker.update(_frame())
+    assert tracker.update(_frame((box, 30, 0.9))).faces[0].number == 2
+
+
+def test_answers_are_averaged_as_distributions():
+    tracker = FaceTracker(window=2)
+    box = (10, 10, 110, 110)
+    tracker.update(_frame((box, 30, 0.8)))
+    answer = tracker.update(_frame((box, 40, 0.4))).faces[0].answers["a"]
+    # Half the probability at 30, half at 40: mean 35; the 10th percentile is 30, the 90th 40.
+    assert (answer.age, answer.age_low, answer.age_high) == (35.0, 30, 40)
+    assert answer.p_female == pytest.approx(0.6)
+    third = tracker.update(_frame((box, 40, 0.4))).faces[0].answers["a"]
+    assert third.age == 40.0  # the window holds the last two frames only
+
+
+def test_average_keeps_a_missing_task_missing():
+    answers = [ModelAnswer(30.0, 25, 35, None), ModelAnswer(32.0, 27, 37, None)]
+    assert average(answers).p_female is None
