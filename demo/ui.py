@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -16,8 +14,9 @@ from demo.draw import annotate
 from demo.faces import MIN_SCORE
 from demo.files import atomic_write
 from demo.images import ImageError, load_image, to_rgb
+from demo.live import STREAM_EVERY, LiveSession
 from demo.predictor import ImageResult, Predictor
-from demo.tracking import WINDOW, FaceTracker
+from demo.tracking import WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +117,19 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
     return items
 
 
-def measure_frame_latency(predictor: Predictor, keys: list[str], runs: int = 5) -> float:
-    """Median seconds for one 640x480 example frame, detection to drawing; also warms the models up."""
+def warm_up(predictor: Predictor) -> None:
+    """One example frame through detection and both models, so the first user does not wait for it."""
     frame = load_image(EXAMPLES_DIR / "astronaut.jpg").resize((WEBCAM_SIZE["width"], WEBCAM_SIZE["height"]))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        annotate(frame, predictor.predict(frame), keys)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    predictor.predict(frame)
 
 
 def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, sources: dict[str, str] | None = None,
-               stream_every: float | None = None) -> gr.Blocks:
-    """The app. `live_predictor` (default: `predictor`) serves webcam frames; it may use a faster detector."""
+               stream_every: float = STREAM_EVERY) -> gr.Blocks:
+    """The app. `live_predictor` (default: `predictor`) serves webcam frames; it may use a faster detector.
+
+    `stream_every` is the fastest a webcam session is offered frames: the browser sends the next
+    frame only once the last is answered, so each session's rate follows the machine below it.
+    """
     write_cached_images_atomically()
     live_predictor = live_predictor or predictor
     keys = list(predictor.models)
@@ -140,12 +138,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     gender_accuracy = {k: m.gender_accuracy if m else None for k, m in measured.items()}
     headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
     headers += ["A vs B" if keys == ["a", "b"] else "models"] if len(keys) > 1 else []
-    if stream_every is None:
-        latency = measure_frame_latency(live_predictor, keys)
-        # The browser sends a frame only after the last one is answered; asking for frames a
-        # little slower than we answer them keeps the queue from filling.
-        stream_every = round(max(0.1, 1.2 * latency), 2)
-        log.info("webcam: %.0f ms per 640x480 frame; stream interval %.2f s", latency * 1000, stream_every)
+    warm_up(live_predictor)
 
     def predict_photo(path: str | None, min_score: float = MIN_SCORE):
         if not path:
@@ -168,14 +161,17 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             return (gr.skip(),) * 4
         return predict_photo(path, min_score)
 
-    def predict_frame(frame: np.ndarray | None, tracker: FaceTracker | None):
-        """One webcam frame; `tracker` is this session's, made on its first frame."""
+    def predict_frame(frame: np.ndarray | None, session: LiveSession | None):
+        """One webcam frame; `session` (tracker and frame rate) is this session's, made on its first frame."""
         if frame is None:
-            return None, gr.skip(), tracker
-        tracker = tracker or FaceTracker()
+            return None, gr.skip(), gr.skip(), session
+        arrived = LiveSession.now()
+        session = session or LiveSession()
         image = to_rgb(Image.fromarray(frame))
-        result = tracker.update(live_predictor.predict(image))
-        return np.asarray(annotate(image, result, keys)), result_table(result, names, gender_accuracy), tracker
+        result = session.tracker.update(live_predictor.predict(image))
+        annotated = np.asarray(annotate(image, result, keys))
+        session.meter.frame(arrived, LiveSession.now())
+        return annotated, result_table(result, names, gender_accuracy), session.meter.status(), session
 
     source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
         sources.get(k) if sources else None,
@@ -216,18 +212,20 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             min_score.input(rescore_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo",
                             trigger_mode="always_last")
         with gr.Tab("Webcam"):
-            gr.Markdown(f"Allow the camera, then press record. Frames are answered about every "
-                        f"{stream_every:.2f} s on this machine; a session stops after {STREAM_TIME_LIMIT_S} s. "
-                        f"Each face keeps its number while it stays in view, and its answers are averaged over "
-                        f"its last {WINDOW} frames, so they hold still.")
+            gr.Markdown(f"Allow the camera, then press record. Each face keeps its number while it stays in view, "
+                        f"and its answers are averaged over its last {WINDOW} frames, so they hold still. Frames "
+                        f"are answered as fast as this machine can, up to {1 / stream_every:.0f} a second; a "
+                        f"session stops after {STREAM_TIME_LIMIT_S} s.")
             with gr.Row():
                 camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                   webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
                 live = gr.Image(label="Live", format="jpeg", elem_id="live")
+            live_rate = gr.Markdown(elem_id="live-rate")
             live_table = gr.Dataframe(headers=headers, label="Per face, averaged over its recent frames",
                                       interactive=False, elem_id="live-table")
-            tracker = gr.State(None)  # this session's FaceTracker
-            camera.stream(predict_frame, [camera, tracker], [live, live_table, tracker], stream_every=stream_every,
+            session = gr.State(None)  # this session's LiveSession
+            camera.stream(predict_frame, [camera, session], [live, live_table, live_rate, session],
+                          stream_every=stream_every,
                           time_limit=STREAM_TIME_LIMIT_S,
                           concurrency_limit=2, concurrency_id="webcam", show_progress="hidden", api_name="stream")
     return demo

@@ -75,6 +75,9 @@ def test_webcam_stream_returns_annotated_frames(server, browser):
         "(first) => { const img = document.querySelector('#live img'); return img && img.src !== first; }",
         arg=first, timeout=60_000,
     )
+    # The session's rate, measured as its frames are served.
+    page.wait_for_function("() => (document.querySelector('#live-rate')?.innerText || '').includes('frames a second')",
+                           timeout=30_000)
     context.close()
 
 
