@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     from demo.faces import LIVE_MIN_FACE_SIZE, FaceDetector
     from demo.predictor import Predictor
     from demo.sources import load_models
-    from demo.ui import build_demo
+    from demo.ui import build_demo, launch
 
     overrides = {"a": args.model_a, "b": args.model_b}
     specs = [replace(s, repo_id=overrides[s.key] or s.repo_id, revision=args.revision or s.revision)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor(models, FaceDetector(device=args.device))
     live = Predictor(models, FaceDetector(device=args.device, min_face_size=LIVE_MIN_FACE_SIZE))
     demo = build_demo(predictor, live, sources)
-    demo.queue(max_size=64).launch(server_name=args.host, server_port=args.port)
+    launch(demo, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 TABLE_HEADERS = ["face", "detection"]
 STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get a turn
+# Gradio keeps a copy of the page's state per session, 10,000 sessions by default: a Space's memory
+# then grows with every new visitor (tools.loadtest --soak). The most recent SESSIONS_KEPT stay; an
+# older visitor coming back only starts a new webcam tracker.
+SESSIONS_KEPT = 100
+# Uploads and answers are files in Gradio's cache: every CACHE_SWEEP_S, those older than
+# CACHE_AGE_S are deleted, so the cache holds about the last CACHE_AGE_S of traffic.
+CACHE_SWEEP_S, CACHE_AGE_S = 300, 900
 WEBCAM_SIZE = {"width": 640, "height": 480}
 
 
@@ -117,6 +124,12 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
     return items
 
 
+def launch(demo: gr.Blocks, host: str, port: int | None, sessions_kept: int = SESSIONS_KEPT, **kwargs) -> tuple:
+    """Serve the app with a bounded queue and a bounded number of sessions kept (see SESSIONS_KEPT)."""
+    return demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
+                                          **kwargs)
+
+
 def warm_up(predictor: Predictor) -> None:
     """One example frame through detection and both models, so the first user does not wait for it."""
     frame = load_image(EXAMPLES_DIR / "astronaut.jpg").resize((WEBCAM_SIZE["width"], WEBCAM_SIZE["height"]))
@@ -176,7 +189,8 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
         sources.get(k) if sources else None,
         f"measured on test faces: {measured[k].summary()}" if measured[k] else None))) for k in keys]
-    with gr.Blocks(title="Age and gender: from scratch vs transfer learning") as demo:
+    with gr.Blocks(title="Age and gender: from scratch vs transfer learning",
+                   delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as demo:
         gr.Markdown(
             "# Age and gender, two ways\n"
             "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "

@@ -127,10 +127,9 @@ def predictor(shipped_models, detector):
 @pytest.fixture(scope="session")
 def server(shipped_models, predictor):
     """The app, launched for real on a local port: (url, Blocks)."""
-    from demo.ui import build_demo
+    from demo.ui import build_demo, launch
 
     demo = build_demo(predictor, sources=shipped_models[1], stream_every=0.3)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    _, url, _ = launch(demo, "127.0.0.1", None, prevent_thread_lock=True, quiet=True)
     yield url, demo
     demo.close()
