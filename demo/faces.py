@@ -60,11 +60,14 @@ class FaceDetector:
         min_face_size: int = MIN_FACE_SIZE,
         max_side: int = DETECT_MAX_SIDE,
         thresholds: Sequence[float] = DETECT_THRESHOLDS,
+        batched_crops: bool = True,
     ) -> None:
         from facenet_pytorch import MTCNN  # heavy import; keep module import cheap
 
         self.max_side = max_side
         self.min_face_size = min_face_size
+        # demo.mtcnn's stages 2 and 3 (every box cropped at once) instead of facenet-pytorch's per-box loop.
+        self.batched_crops = batched_crops
         self._mtcnn = MTCNN(
             keep_all=True,
             min_face_size=min_face_size,
@@ -133,12 +136,21 @@ class FaceDetector:
             groups.setdefault(image.size, []).append(i)
         for indices in groups.values():
             batch = [scaled[i] for i in indices]
-            boxes, probs, points = self._mtcnn.detect(batch if len(batch) > 1 else batch[0], landmarks=True)
-            if len(batch) == 1:
-                boxes, probs, points = [boxes], [probs], [points]
-            for i, b, p, pts in zip(indices, boxes, probs, points):
+            for i, (b, p, pts) in zip(indices, self._mtcnn_pass(batch)):
                 results[i] = _to_faces(b, p, pts, 1.0 / scales[i])
         return results
+
+    def _mtcnn_pass(self, batch: list[Image.Image]) -> list[tuple]:
+        """(boxes, scores, landmarks) per same-size image, None for an image without a face."""
+        if not self.batched_crops:
+            boxes, probs, points = self._mtcnn.detect(batch if len(batch) > 1 else batch[0], landmarks=True)
+            return list(zip(boxes, probs, points)) if len(batch) > 1 else [(boxes, probs, points)]
+        from demo.mtcnn import detect_face
+
+        m = self._mtcnn
+        pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in batch])).to(m.device)
+        found = detect_face(pixels, m.min_face_size, m.pnet, m.rnet, m.onet, m.thresholds, m.factor)
+        return [(b[:, :4], b[:, 4], pts) if len(b) else (None, None, None) for b, pts in found]
 
 
 # A face box closer than this fraction of its side to an image edge "touches the border".

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,51 @@ def test_faces_inside_the_frame_take_one_pass(detector, monkeypatch):
     monkeypatch.setattr(detector, "_detect", lambda images: calls.append(len(images)) or real(images))
     detector.detect(Image.open(ASTRONAUT).convert("RGB"))
     assert calls == [1]
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("photo", [ASTRONAUT, HOPPER, GROUP, FIXTURES / "fairface_5780_crowd.jpg",
+                                   FIXTURES / "fairface_7975_ear.jpg"])
+def test_batched_crops_find_the_faces_facenet_pytorch_finds(detector, photo):
+    """demo.mtcnn crops every candidate at once; the boxes, landmarks and scores stay facenet-pytorch's."""
+    from demo.faces import FaceDetector
+
+    image = Image.open(photo).convert("RGB")
+    reference = FaceDetector(batched_crops=False)._detect([image])[0]
+    ours = detector._detect([image])[0]
+    assert len(ours) == len(reference) > 0
+    for a, b in zip(ours, reference):
+        assert np.abs(np.array(a.box) - np.array(b.box)).max() < 1.0  # within a pixel
+        assert np.abs(np.array(a.landmarks) - np.array(b.landmarks)).max() < 1.0
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_area_crops_equal_torch_area_interpolation():
+    import torch.nn.functional as F
+
+    from demo.mtcnn import area_crops, summed_area
+
+    pixels = torch.randint(0, 256, (2, 37, 53, 3), dtype=torch.uint8)
+    table = summed_area(pixels)
+    boxes = [(0, 0, 5, 37, 53), (1, 3, 30, 7, 50), (0, 10, 11, 13, 20)]  # image, y0, y1, x0, x1
+    b, y0, y1, x0, x1 = (torch.tensor(v) for v in zip(*boxes))
+    ours = area_crops(table, b, y0, y1, x0, x1, 24)
+    for k, (i, r0, r1, c0, c1) in enumerate(boxes):
+        crop = pixels[i, r0:r1, c0:c1].permute(2, 0, 1)[None].float()
+        assert torch.equal(ours[k], F.interpolate(crop, size=(24, 24), mode="area")[0])
+
+
+def test_pyramid_levels_equal_torch_area_interpolation():
+    import torch.nn.functional as F
+
+    from demo.mtcnn import area_resize, summed_area
+
+    pixels = torch.randint(0, 256, (2, 97, 131, 3), dtype=torch.uint8)
+    table = summed_area(pixels)
+    images = pixels.permute(0, 3, 1, 2).float()
+    for size in ((59, 79), (24, 33), (13, 17)):
+        # The same sums; torch divides in another order: at most a unit in the last place apart.
+        assert torch.allclose(area_resize(table, *size), F.interpolate(images, size=size, mode="area"), rtol=0,
+                              atol=2e-5)

@@ -67,6 +67,26 @@ def run_case(predictor: Predictor, data: bytes, runs: int) -> dict[str, dict[str
                                for s, v in samples.items()}}
 
 
+def compare_detection(min_face_size: int, data: bytes, runs: int, device: str) -> dict[str, dict[str, float]]:
+    """Milliseconds to detect, the app's detector against facenet-pytorch's, alternating run by run.
+
+    Alternating (and swapping which goes first) spreads the machine's slow moments over both, which
+    timing one after the other does not: on this machine the same case can differ by a quarter
+    between two minutes.
+    """
+    image = load_image(data)
+    detectors = {"demo.mtcnn": FaceDetector(device=device, min_face_size=min_face_size),
+                 "facenet-pytorch": FaceDetector(device=device, min_face_size=min_face_size, batched_crops=False)}
+    times: dict[str, list[float]] = {name: [] for name in detectors}
+    for i in range(runs + 3):
+        for name in (list(detectors) if i % 2 else list(detectors)[::-1]):
+            start = time.perf_counter()
+            detectors[name].detect(image)
+            if i >= 3:  # three warm-up rounds
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: {"median": float(np.median(t)), "p90": float(np.percentile(t, 90))} for name, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -88,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         "1280x640 group, 5 faces": (upload, (EXAMPLES / "group.jpg").read_bytes()),
     }
     results = {name: run_case(p, data, args.runs) for name, (p, data) in cases.items()}
+    detection = {name: compare_detection(p.detector.min_face_size, data, args.runs, args.device)
+                 for name, (p, data) in cases.items()}
     where = (torch.cuda.get_device_name() if args.device.startswith("cuda")
              else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
     print(f"Device: {args.device} ({where}); {args.runs} runs after 3 warm-ups; milliseconds, median / p90.\n")
@@ -96,10 +118,17 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in results.items():
         cells = [f"{r[s]['median']:.1f} / {r[s]['p90']:.1f}" for s in STAGES]
         print(f"| {name} | {r['faces']} | " + " | ".join(cells) + " |")
+    print("\nDetection alone, demo.mtcnn (as the app runs it) against facenet-pytorch's MTCNN, interleaved; "
+          "ms, median / p90:\n")
+    print("| case | demo.mtcnn | facenet-pytorch | faster by |\n| --- | --- | --- | --- |")
+    for name, d in detection.items():
+        ours, theirs = d["demo.mtcnn"], d["facenet-pytorch"]
+        print(f"| {name} | {ours['median']:.1f} / {ours['p90']:.1f} | {theirs['median']:.1f} / {theirs['p90']:.1f} | "
+              f"{100 * (1 - ours['median'] / theirs['median']):.0f} % |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"device": args.device, "where": where, "runs": args.runs, "flip": args.flip,
-                                        "results": results}, indent=2) + "\n")
+                                        "results": results, "detection": detection}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
