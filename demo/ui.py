@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -27,9 +28,10 @@ STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get
 # then grows with every new visitor (tools.loadtest --soak). The most recent SESSIONS_KEPT stay; an
 # older visitor coming back only starts a new webcam tracker.
 SESSIONS_KEPT = 100
-# Uploads and answers are files in Gradio's cache: every CACHE_SWEEP_S, those older than
-# CACHE_AGE_S are deleted, so the cache holds about the last CACHE_AGE_S of traffic.
-CACHE_SWEEP_S, CACHE_AGE_S = 300, 900
+# Uploads and answers are files in Gradio's cache: those older than AGEGENDER_CACHE_MINUTES (15 by
+# default) are deleted, checked a third as often, so the cache holds about that many minutes of traffic.
+CACHE_AGE_S = round(60 * float(os.environ.get("AGEGENDER_CACHE_MINUTES", 15)))
+CACHE_SWEEP_S = max(1, CACHE_AGE_S // 3)
 WEBCAM_SIZE = {"width": 640, "height": 480}
 
 
@@ -101,17 +103,16 @@ def result_table(result: ImageResult, names: dict[str, str], gender_accuracy: di
 
 
 def gender_disagreement(answers: dict, gender_accuracy: dict[str, float | None]) -> str:
-    """'' when the models agree; else who says what, and which model is right more often on test faces."""
+    """'' when the models agree on gender; else which model is right more often on test faces (its card's)."""
     genders = {key: a.gender for key, a in answers.items() if a.gender is not None}
     if len(set(genders.values())) < 2:
         return ""
-    said = ", ".join(f"{key.upper()} says {gender}" for key, gender in genders.items())
     measured = {key: gender_accuracy.get(key) for key in genders if gender_accuracy.get(key) is not None}
     if len(measured) < len(genders):
-        return f"disagree: {said}"
+        return "gender disagrees"
     best = max(measured, key=measured.get)
-    accuracies = " vs ".join(f"{100 * measured[k]:.1f} %" for k in [best, *(k for k in measured if k != best)])
-    return f"disagree: {said}; {best.upper()} is right more often on test faces ({accuracies})"
+    accuracies = " vs ".join(f"{100 * measured[k]:.1f}" for k in [best, *(k for k in measured if k != best)])
+    return f"gender disagrees: {best.upper()} is right more often ({accuracies} %)"
 
 
 def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Image.Image, str]]:
@@ -151,6 +152,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     gender_accuracy = {k: m.gender_accuracy if m else None for k, m in measured.items()}
     headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
     headers += ["A vs B" if keys == ["a", "b"] else "models"] if len(keys) > 1 else []
+    # Narrow number columns, so the disagreement note has room to show whole.
+    widths = ["6%", "8%"] + ["11%", "13%"] * len(keys)
+    widths += [f"{100 - 14 - 24 * len(keys)}%"] if len(keys) > 1 else []
     warm_up(live_predictor)
 
     def predict_photo(path: str | None, min_score: float = MIN_SCORE):
@@ -208,7 +212,8 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                                   info="Detections scoring lower are left out: below the default they are "
                                        "mostly ears, hands and patterns. (MTCNN reports nothing under 0.8.)")
             note = gr.Markdown(elem_id="note")
-            table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
+            table = gr.Dataframe(headers=headers, label="Per face", interactive=False, wrap=True, column_widths=widths,
+                                 elem_id="faces-table")
             # fit_columns=False: one crop stays a thumbnail instead of filling the width.
             crops = gr.Gallery(label="Face crops as the models see them", columns=6, height=230, fit_columns=False,
                                object_fit="contain", elem_id="crops")
@@ -236,7 +241,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                 live = gr.Image(label="Live", format="jpeg", elem_id="live")
             live_rate = gr.Markdown(elem_id="live-rate")
             live_table = gr.Dataframe(headers=headers, label="Per face, averaged over its recent frames",
-                                      interactive=False, elem_id="live-table")
+                                      interactive=False, wrap=True, column_widths=widths, elem_id="live-table")
             session = gr.State(None)  # this session's LiveSession
             camera.stream(predict_frame, [camera, session], [live, live_table, live_rate, session],
                           stream_every=stream_every,
