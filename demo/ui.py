@@ -63,7 +63,7 @@ def write_cached_images_atomically() -> None:
     write one file while a client downloads it, and the download is cut short (seen in
     `tools.loadtest --same-image`: 5 of 500 requests failed). Writing to a temporary name and
     renaming makes every reader see a whole file; a file that already exists already holds these
-    bytes and is left alone.
+    bytes, and only its time is refreshed.
     """
     from gradio import processing_utils
 
@@ -75,7 +75,11 @@ def write_cached_images_atomically() -> None:
         folder = Path(cache_dir) / processing_utils.hash_bytes(data)
         folder.mkdir(exist_ok=True, parents=True)
         path = (folder / f"{name}.{format}").resolve()
-        if not path.exists():
+        if path.exists():
+            # Reused (the same answer again): refresh its time, or the cache sweep (CACHE_AGE_S) could
+            # delete it as old while this answer is being downloaded.
+            path.touch()
+        else:
             with atomic_write(path) as tmp:
                 tmp.write_bytes(data)
         return str(path)
