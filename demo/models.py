@@ -7,7 +7,7 @@ its builder, the input normalisation it was (pre)trained with, the smallest inpu
 settings its builder takes, and where its pretrained weights come from.
 
 `build_model(architecture, num_age_bins, **kwargs)` is the one factory the trainer and the
-checkpoint loader use. Nothing here downloads: `training.backbones` fetches pretrained weights as
+checkpoint loader use. Nothing here downloads: `training.fit.backbones` fetches pretrained weights as
 `Architecture.pretrained` describes them; the app loads whole trained models through
 `demo.checkpoint`.
 """
@@ -136,7 +136,7 @@ def _dlib_resnet(num_age_bins: int, dropout: float = 0.3) -> BackboneModel:
 
 @dataclass(frozen=True)
 class PretrainedWeights:
-    """Where an architecture's pretrained weights come from; `training.backbones` fetches them.
+    """Where an architecture's pretrained weights come from; `training.fit.backbones` fetches them.
 
     `source` says how the ordinary path gets them: "torchvision" (a weights enum, into
     $TORCH_HOME), "timm" (a model name with its tag, from the Hugging Face Hub into the HF cache)

