@@ -66,7 +66,7 @@ class FaceDetector:
 
         self.max_side = max_side
         self.min_face_size = min_face_size
-        # demo.mtcnn's stages 2 and 3 (every box cropped at once) instead of facenet-pytorch's per-box loop.
+        # demo.mtcnn (every resize read from one summed-area table) instead of facenet-pytorch's per-box loop.
         self.batched_crops = batched_crops
         self._mtcnn = MTCNN(
             keep_all=True,
