@@ -1,11 +1,20 @@
 """Batch prediction without the UI: one CSV row per (image, face, model).
 
     python -m demo.predict photos/ more.jpg --out results.csv [--device cpu|cuda] [--models a,b] [--offline]
-        [--min-score 0.95]
+        [--min-score 0.95] [--workers 2]
+    python -m demo.predict photos/ --out part0.csv --shard 0/2      # this process's half (another runs 1/2)
+    python -m demo.predict photos/ --out results.csv --merge part0.csv part1.csv
 
 Folders are searched recursively for images. Faces are numbered by descending detection score.
 An image with no face (or none big enough) gets one row with an empty `face` and a `note`;
 an unreadable file gets one row with `error` set. Neither stops the run.
+
+Rows are written as each photo is done (nothing is held for the end), and re-running the same
+command on an existing --out continues it: the photos it already holds are skipped (the last one is
+done again, in case the run stopped while writing it). --workers decode the next photos while the
+current one is judged. --shard I/N takes every Nth photo from the Ith, so N processes (or machines,
+or torchrun ranks, which get their shard from RANK and WORLD_SIZE) split a folder; --merge then
+joins their parts in the order one process would have written.
 """
 
 from __future__ import annotations
@@ -13,8 +22,10 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -60,25 +71,101 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)  # None: a task the model was not trained on
 
 
-def run(paths: list[Path], out: Path, predictor: Predictor) -> tuple[int, int]:
-    """Writes the CSV; returns (images read, files that could not be read)."""
+def finished_files(out: Path) -> set[str]:
+    """The photos an earlier run of `out` wrote, less the last one, whose rows are cut off the file.
+
+    The last photo may have been stopped halfway through its rows; it is done again.
+    """
+    if not out.is_file() or out.stat().st_size == 0:
+        return set()
+    with out.open("rb+") as f:  # bytes: the offsets to cut at are byte offsets
+        if next(csv.reader([f.readline().decode()]), []) != COLUMNS:
+            raise SystemExit(f"{out} is not a CSV of this tool (other columns): choose another --out")
+        files, last, last_start = [], None, f.tell()
+        while line := f.readline():
+            file = next(csv.reader([line.decode(errors="replace")]), [""])[0]
+            if file != last:
+                files.append(file)
+                last, last_start = file, f.tell() - len(line)
+        f.truncate(last_start)
+    return set(files[:-1])
+
+
+def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
+    """(path, RGB image or the ImageError) in order, decoded up to 2 x `workers` photos ahead."""
+    def load(path: Path):
+        try:
+            return load_image(path)
+        except (ImageError, OSError) as error:
+            return error
+
+    if workers <= 0:
+        yield from ((path, load(path)) for path in files)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead = 2 * workers
+        futures = [pool.submit(load, path) for path in files[:ahead]]
+        for i, path in enumerate(files):
+            if i + ahead < len(files):
+                futures.append(pool.submit(load, files[i + ahead]))
+            yield path, futures[i].result()
+            futures[i] = None  # the decoded photo is not kept once judged
+
+
+def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, int] = (0, 1),
+        workers: int = 2) -> tuple[int, int]:
+    """Writes (or continues) the CSV for this shard's photos; returns (images read, files that could not be read)."""
     names = {k: m.config.name for k, m in predictor.models.items()}
-    files = list(iter_paths(paths))
+    index, count = shard
+    mine = list(iter_paths(paths))[index::count]
+    finished = finished_files(out)
+    todo = [path for path in mine if str(path) not in finished]
+    if finished:
+        log.info("continuing %s: %d of %d photos already done", out, len(mine) - len(todo), len(mine))
     done = failed = 0
+    with out.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if f.tell() == 0:
+            writer.writeheader()
+        for path, image in tqdm(decoded(todo, workers), total=len(todo), desc="images", unit="img", file=sys.stderr):
+            if isinstance(image, Exception):
+                failed += 1
+                log.warning("skipped %s: %s", path, image)
+                writer.writerow({"file": str(path), "error": str(image)})
+            else:
+                writer.writerows(rows_for(str(path), predictor.predict(image), names))
+                done += 1
+            f.flush()  # a photo's rows reach the file before the next photo starts
+    return done, failed
+
+
+def merge(paths: list[Path], parts: list[Path], out: Path) -> int:
+    """Join shard CSVs into `out`, photos in the order one process would have written them; returns rows."""
+    by_file: dict[str, list[dict]] = {}
+    for part in parts:
+        with part.open(newline="") as f:
+            for row in csv.DictReader(f):
+                by_file.setdefault(row["file"], []).append(row)
+    order = [str(path) for path in iter_paths(paths)]
+    missing = [file for file in order if file not in by_file]
+    if missing:
+        raise SystemExit(f"the parts lack {len(missing)} photo(s), e.g. {missing[0]}: finish every shard first")
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        for path in tqdm(files, desc="images", unit="img", file=sys.stderr):
-            try:
-                image = load_image(path)
-            except (ImageError, OSError) as error:
-                failed += 1
-                log.warning("skipped %s: %s", path, error)
-                writer.writerow({"file": str(path), "error": str(error)})
-                continue
-            writer.writerows(rows_for(str(path), predictor.predict(image), names))
-            done += 1
-    return done, failed
+        for file in order:
+            writer.writerows(by_file[file])
+    return sum(len(by_file[file]) for file in order)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'I/N' (or, under torchrun, RANK/WORLD_SIZE from the environment); (0, 1) for all photos."""
+    if text is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"--shard takes I/N with 0 <= I < N, not {text!r}")
+    return int(index), int(count)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,8 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--offline", action="store_true", help="use weights/ and never contact the Hub")
     parser.add_argument("--min-score", type=float, default=MIN_SCORE,
                         help=f"leave out detections scoring below this (default {MIN_SCORE})")
+    parser.add_argument("--workers", type=int, default=2, help="threads decoding the next photos (0: none)")
+    parser.add_argument("--shard", type=parse_shard, help="I/N: this process's share of the photos (default: all, "
+                        "or RANK/WORLD_SIZE under torchrun)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="PART", help="join these shard CSVs into --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.merge:
+        rows = merge(args.paths, args.merge, args.out)
+        print(f"{rows} rows of {len(args.merge)} parts written to {args.out}")
+        return
     from demo.faces import FaceDetector
     from demo.sources import load_models, offline_from_env, specs_from_env
 
@@ -105,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.0 <= args.min_score <= 1.0:
         parser.error("--min-score is a detection probability between 0 and 1")
     predictor = Predictor(models, FaceDetector(device=args.device), min_score=args.min_score)
-    done, failed = run(args.paths, args.out, predictor)
+    done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers)
     print(f"{done} image(s) written to {args.out}" + (f"; {failed} unreadable file(s) skipped" if failed else ""))
 
 

@@ -1,6 +1,7 @@
 import csv
 import shutil
 
+import pytest
 from PIL import Image
 
 from demo.predict import COLUMNS, main
@@ -64,3 +65,60 @@ def test_batch_csv_scored_against_the_labels(tiny_pack, utk_folder, ff_folder, t
     utk, ff = report["a/utkface"], report["b/fairface"]
     assert utk["photos"] == 17 and 1 <= utk["missed"] <= 3 and utk["age_mae"] >= 0  # the corrupt file is missed
     assert ff["photos"] == 12 and 0 <= ff["age_group_exact"] <= ff["age_group_within_one"] <= 1
+
+
+def _photos(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, source in enumerate([ASTRONAUT, GROUP, ASTRONAUT, GROUP, ASTRONAUT]):
+        shutil.copy(source, photos / f"{i}_{source.name}")
+    (photos / "3_broken.jpg").write_bytes(b"not a photo")
+    return photos
+
+
+def test_an_interrupted_run_continues_without_redoing_finished_photos(tmp_path, monkeypatch):
+    from demo.predictor import Predictor
+
+    photos = _photos(tmp_path)
+    straight = tmp_path / "straight.csv"
+    main([str(photos), "--out", str(straight), "--offline"])
+
+    real_predict, calls, stop_at = Predictor.predict, [], [3]
+    def predict_then_stop(self, image, *args, **kwargs):
+        calls.append(1)
+        if len(calls) in stop_at:
+            raise InterruptedError("killed")  # the run dies during the third readable photo
+        return real_predict(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", predict_then_stop)
+    out = tmp_path / "resumed.csv"
+    with pytest.raises(InterruptedError):
+        main([str(photos), "--out", str(out), "--offline"])
+    finished = {row["file"] for row in csv.DictReader(out.open())}
+    assert len(finished) == 2  # two photos written when the run died
+    with out.open("a") as f:
+        f.write(f"{photos / '2_astronaut.jpg'},1,161.2")  # as if killed while writing the third one's rows
+    calls.clear()
+    stop_at.clear()
+    main([str(photos), "--out", str(out), "--offline"])
+    # Judged again: the photo cut off, and the two readable photos after it; the first two are not.
+    assert len(calls) == 3
+    assert out.read_text() == straight.read_text()
+
+
+def test_shards_merge_into_the_same_csv_as_one_process(tmp_path, monkeypatch, capsys):
+    photos = _photos(tmp_path)
+    whole = tmp_path / "whole.csv"
+    main([str(photos), "--out", str(whole), "--offline", "--workers", "0"])
+    parts = [tmp_path / "part0.csv", tmp_path / "part1.csv"]
+    main([str(photos), "--out", str(parts[0]), "--offline", "--shard", "0/2"])
+    monkeypatch.setenv("RANK", "1")  # as torchrun sets it for the second process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    main([str(photos), "--out", str(parts[1]), "--offline"])
+    files = [{row["file"] for row in csv.DictReader(p.open())} for p in parts]
+    assert files[0] and files[1] and not files[0] & files[1]  # disjoint shares
+    merged = tmp_path / "merged.csv"
+    main([str(photos), "--out", str(merged), "--merge", *map(str, parts)])
+    assert merged.read_text() == whole.read_text()
+    with pytest.raises(SystemExit, match="finish every shard"):
+        main([str(photos), "--out", str(tmp_path / "x.csv"), "--merge", str(parts[0])])
