@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from training.fit.backbones import BackboneDownloadError
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if int(os.environ.get("RANK", 0)) > 0:  # under torchrun, rank 0 tells the story
+        logging.getLogger().setLevel(logging.WARNING)
     cfg, resume = parse_args(argv)
     if resume and not (Path(cfg.out) / RESUME_NAME).is_file():
         raise SystemExit(f"nothing to resume: {Path(cfg.out) / RESUME_NAME} does not exist")
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(str(error)) from None
     except KeyboardInterrupt:
         raise SystemExit(f"interrupted; the last finished epoch is saved: add --resume to continue {cfg.out}") from None
-    print(f"model written to {run_dir}")
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"model written to {run_dir}")
 
 
 if __name__ == "__main__":

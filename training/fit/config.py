@@ -99,6 +99,8 @@ class TrainConfig:
     amp: bool = setting(True, "bf16 autocast on CUDA, and on CPUs with native bf16 (off elsewhere: emulated, slow)")
     channels_last: bool = setting(True, "model and input in channels_last memory order")
     compile: bool = setting(False, "torch.compile the training forward and backward")
+    sync_bn: bool = setting(True, "under torchrun on GPUs: BatchNorm statistics over the global batch "
+                            "(SyncBatchNorm), as one process computes them; torch runs it on GPUs only")
     threads: int = setting(0, "torch's intra-op threads; 0: one per core. The one setting --resume may change")
     num_workers: int = setting(-1, "data-loader workers; -1: min(8, CPUs) on CUDA, 0 on the CPU (workers take "
                                "cores from the arithmetic)", flag="--workers")

@@ -29,7 +29,14 @@ from demo.heads import decode_age
 from training.data import spec
 from training.data.dataset import AugmentConfig, FaceDataset, mixed_order
 from training.data.pack import FacePack
-from training.evaluation.metrics import collect_outputs, fit_age_temperature, fit_gender_temperature, split_metrics
+from training.evaluation.metrics import (
+    Outputs,
+    collect_outputs,
+    fit_age_temperature,
+    fit_gender_temperature,
+    split_metrics,
+)
+from training.fit import distributed
 from training.fit.config import TrainConfig
 from training.fit.losses import multitask_loss
 from training.fit.recipes import Stage, make_optimizer, recipe_of
@@ -62,11 +69,27 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train as `cfg` says (continuing the run in cfg.out with `resume`); returns the run folder."""
+    """Train as `cfg` says (continuing the run in cfg.out with `resume`); returns the run folder.
+
+    Under torchrun, every rank runs this same function (training.fit.distributed); rank 0 alone writes.
+    """
     recipe = recipe_of(cfg)  # an invalid combination stops here, before any data is read
+    ranks = distributed.start(cfg.cuda)
+    try:
+        return _fit(cfg, resume, recipe, ranks)
+    finally:
+        distributed.stop(ranks)
+
+
+def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Path:
+    if cfg.batch_size % ranks.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide among {ranks.world} processes")
+    if ranks.active and cfg.cuda:
+        cfg = dataclasses.replace(cfg, device=f"cuda:{ranks.local_rank}")
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -75,17 +98,24 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     pack = FacePack(cfg.data)
     train_ds = FaceDataset(pack, pack.indices("train", cfg.train_limit or cfg.limit), cfg.input_size, mcfg.mean,
                            mcfg.std, cfg.augment)
-    val_ds = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std)
+    # Each rank validates its share of the faces; the outputs are gathered (validate).
+    val_ds = FaceDataset(pack, pack.indices("val", cfg.limit)[ranks.rank :: ranks.world], cfg.input_size, mcfg.mean,
+                         mcfg.std)
     val_loader = make_loader(cfg, val_ds)
     train_sets = pack.dataset[train_ds.indices]
-    log.info("%d training (%s) and %d validation faces from %s; mix %s; %s, recipe %s", len(train_ds),
+    log.info("%d training (%s) and %d validation faces from %s; mix %s; %s, recipe %s%s", len(train_ds),
              ", ".join(f"{n} {name}" for name, n in count_by_set(train_sets).items()), len(val_ds), pack.path,
-             cfg.mix or "natural", cfg.architecture, cfg.recipe)
+             cfg.mix or "natural", cfg.architecture, cfg.recipe,
+             f"; {ranks.world} processes, {cfg.batch_size // ranks.world} faces a step each" if ranks.active else "")
 
     model = build_from_config(mcfg)
     if not resume:
         recipe.initialise(model, cfg)
-    forward = place_model(cfg, model)
+    if ranks.active and cfg.sync_bn and cfg.cuda:
+        # BatchNorm statistics over the global batch, as one process computes them. (torch's SyncBatchNorm
+        # runs on GPUs only: on the CPU each process keeps its own, over its share of the batch.)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    place_model(cfg, model)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
 
     state, stage, optimizer, scheduler = RunState(), None, None, None
@@ -99,41 +129,61 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
         log.info("resumed %s after epoch %d", run_dir, state.epoch)
+    forward = trainable_forward(cfg, model, ranks) if stage else None
 
     for epoch in range(state.epoch, cfg.epochs):
         if stage != recipe.stage_at(cfg, epoch):
             stage = recipe.stage_at(cfg, epoch)
             optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch)
+            forward = trainable_forward(cfg, model, ranks)  # DDP syncs what trains in this stage
             state.bad_epochs = 0
         # Per-epoch seeds make a resumed run draw the same batches and augmentations.
         seed_everything(cfg.seed + epoch)
         order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
+        if ranks.active:
+            loader = make_loader(cfg, train_ds, distributed.share(order, cfg.batch_size, ranks).tolist(),
+                                 batch_size=cfg.batch_size // ranks.world, drop_last=False)
+        else:
+            loader = make_loader(cfg, train_ds, order.tolist())
         started = time.perf_counter()
-        train_stats = train_epoch(cfg, model, forward, make_loader(cfg, train_ds, order.tolist()), optimizer,
-                                  scheduler, mcfg, epoch, state, started)
+        train_stats = train_epoch(cfg, model, forward, loader, optimizer, scheduler, mcfg, epoch, state, started,
+                                  ranks)
         seconds = time.perf_counter() - started
-        val_loss, val_row = validate(cfg, model, val_loader, mcfg)
+        val_loss, val_row = validate(cfg, model, val_loader, mcfg, ranks)
         images = train_stats.pop("images")
         drawn = {f"n_{name}": n for name, n in count_by_set(train_sets[order]).items()}
         row = {"epoch": epoch + 1, "stage": stage.number, "lr": optimizer.param_groups[0]["lr"], **train_stats,
                "val_loss": val_loss, **val_row, "seconds": round(seconds, 1),
                "images_per_s": round(images / seconds, 1), **drawn}
-        state.history.append(row)
+        state.history.append(distributed.from_main(row, ranks))  # rank 0's clock counts for --max-minutes
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         state.epoch = epoch + 1
         if val_loss < state.best:
             state.best, state.bad_epochs = val_loss, 0
-            save_model(model, mcfg, run_dir)
+            if ranks.main:
+                save_model(model, mcfg, run_dir)  # SyncBatchNorm saves the tensors BatchNorm loads
         else:
             state.bad_epochs += 1
-        write_history(run_dir / "history.csv", state.history)
-        save_resume(run_dir / RESUME_NAME, model, optimizer, scheduler, stage, state)
+        if ranks.main:
+            write_history(run_dir / "history.csv", state.history)
+            save_resume(run_dir / RESUME_NAME, model, optimizer, scheduler, stage, state)
         if stop_reason := should_stop(cfg, state, stage):
             log.info("stopping: %s", stop_reason)
             break
 
-    calibrate(run_dir, val_loader, cfg)
+    if ranks.main:
+        full_val = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std)
+        calibrate(run_dir, make_loader(cfg, full_val) if ranks.active else val_loader, cfg)
     return run_dir
+
+
+def trainable_forward(cfg: TrainConfig, model: torch.nn.Module, ranks: distributed.Ranks) -> torch.nn.Module:
+    """What a training step calls: the model, in DDP under torchrun (its trainable parameters now), compiled if asked.
+
+    The same parameters either way: checkpoints save `model`.
+    """
+    forward = distributed.wrap(model, ranks, cfg.cuda)
+    return torch.compile(forward) if cfg.compile else forward
 
 
 def should_stop(cfg: TrainConfig, state: RunState, stage: Stage) -> str | None:
@@ -147,19 +197,18 @@ def should_stop(cfg: TrainConfig, state: RunState, stage: Stage) -> str | None:
     return None
 
 
-def place_model(cfg: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
-    """Move `model` to the device and memory format of `cfg`, in place; return what to call for training steps.
-
-    That is `model` itself, or its torch.compile form (same parameters: checkpoints save `model`).
-    """
+def place_model(cfg: TrainConfig, model: torch.nn.Module) -> None:
+    """Move `model` to the device and memory format of `cfg`, in place."""
     model.to(cfg.device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    return torch.compile(model) if cfg.compile else model
 
 
-def make_loader(cfg: TrainConfig, dataset: FaceDataset, order: list[int] | None = None) -> DataLoader:
+def make_loader(cfg: TrainConfig, dataset: FaceDataset, order: list[int] | None = None, batch_size: int | None = None,
+                drop_last: bool | None = None) -> DataLoader:
     """Batches of `dataset` in `order` (training: full batches only) or in its own order (evaluation)."""
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order,
-                      drop_last=order is not None and len(dataset) > cfg.batch_size,
+    batch_size = batch_size or cfg.batch_size
+    if drop_last is None:
+        drop_last = order is not None and len(dataset) > batch_size
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last,
                       num_workers=cfg.num_workers, pin_memory=cfg.cuda)
 
 
@@ -179,12 +228,17 @@ def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, sched
 
 
 def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Module, loader: DataLoader, optimizer,
-                scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float) -> dict:
-    """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` or its compiled form."""
+                scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float,
+                ranks: distributed.Ranks = distributed.ONE_PROCESS) -> dict:
+    """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` in DDP and/or compiled.
+
+    The running totals are summed over the ranks at the end: the history shows the global batch's.
+    """
     model.train()
     # Running MAE over the faces labelled in years only (a group has no single true age).
     totals = {"loss": 0.0, "abs_err": 0.0, "years": 0, "correct": 0.0, "n": 0}
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+               disable=not ranks.main)
     for batch in bar:
         loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
         _, age_low, age_high, gender, _, _ = batch
@@ -201,19 +255,25 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
         n = totals["n"]
         bar.set_postfix(loss=f"{totals['loss'] / n:.3f}", mae=f"{totals['abs_err'] / max(1, totals['years']):.2f}",
                         acc=f"{totals['correct'] / n:.3f}")
-        if cfg.max_steps is not None and state.step >= cfg.max_steps:
+        out_of_steps = cfg.max_steps is not None and state.step >= cfg.max_steps
+        out_of_time = cfg.max_minutes is not None and state.minutes(time.perf_counter() - started) >= cfg.max_minutes
+        if distributed.agree(out_of_steps or out_of_time, ranks):  # every rank stops at the same step
             break
-        if cfg.max_minutes is not None and state.minutes(time.perf_counter() - started) >= cfg.max_minutes:
-            break
+    totals = distributed.summed(totals, ranks)
     n = max(1, totals["n"])
     mae = totals["abs_err"] / totals["years"] if totals["years"] else math.nan
     return {"train_loss": totals["loss"] / n, "train_mae": mae, "train_acc": totals["correct"] / n,
-            "images": totals["n"]}
+            "images": int(totals["n"])}
 
 
-def validate(cfg: TrainConfig, model: torch.nn.Module, loader: DataLoader, mcfg: ModelConfig) -> tuple[float, dict]:
-    """The validation loss, and the history columns: year MAE and group accuracy of the first such data sets."""
+def validate(cfg: TrainConfig, model: torch.nn.Module, loader: DataLoader, mcfg: ModelConfig,
+             ranks: distributed.Ranks = distributed.ONE_PROCESS) -> tuple[float, dict]:
+    """The validation loss, and the history columns: year MAE and group accuracy of the first such data sets.
+
+    Under torchrun each rank runs its share of the faces and every rank gets all the outputs.
+    """
     out = collect_outputs(model, loader, cfg.device, cfg.channels_last)
+    out = Outputs(**distributed.gathered(vars(out), ranks))
     loss, _ = multitask_loss(out.age_logits, out.gender_logit, out.age_low, out.age_high, out.gender, mcfg.age_min,
                              cfg.loss)
     val = split_metrics(out, mcfg.age_min)
@@ -272,9 +332,10 @@ def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int,
     faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
     dataset = dataset_class(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig())
     model = build_from_config(mcfg).train()
-    forward = place_model(cfg, model)
+    place_model(cfg, model)
     last_stage = recipe_of(cfg).stage_at(cfg, cfg.epochs - 1)
     optimizer, scheduler = make_optimizer(cfg, model, last_stage, steps + warmup)
+    forward = trainable_forward(cfg, model, distributed.ONE_PROCESS)
     loader = make_loader(cfg, dataset, list(range(len(dataset))))
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # a small set is gone through again
     images, started = 0, 0.0
