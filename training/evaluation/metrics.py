@@ -56,7 +56,9 @@ def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_
         x = x.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        cuda = device.startswith("cuda")
+        half = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16  # older GPUs: fp16
+        with torch.autocast("cuda", dtype=half, enabled=cuda):
             age_logits, gender_logit = forward_with_flip(model, x) if flip else model(x)
         parts["age_logits"].append(age_logits.float().cpu())
         parts["gender_logit"].append(gender_logit.float().cpu())

@@ -118,7 +118,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
     place_model(cfg, model)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
 
-    state, stage, optimizer, scheduler = RunState(), None, None, None
+    state, stage, optimizer, scheduler, scaler = RunState(), None, None, None, make_scaler(cfg)
     if resume:
         saved = torch.load(run_dir / RESUME_NAME, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
@@ -128,6 +128,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
         if saved["stage"] == stage.number:  # else the run stopped at a stage's end: the next starts afresh
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
+            scaler.load_state_dict(saved.get("scaler") or {})
         log.info("resumed %s after epoch %d", run_dir, state.epoch)
     forward = trainable_forward(cfg, model, ranks) if stage else None
 
@@ -147,7 +148,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             loader = make_loader(cfg, train_ds, order.tolist())
         started = time.perf_counter()
         train_stats = train_epoch(cfg, model, forward, loader, optimizer, scheduler, mcfg, epoch, state, started,
-                                  ranks)
+                                  ranks, scaler)
         seconds = time.perf_counter() - started
         val_loss, val_row = validate(cfg, model, val_loader, mcfg, ranks)
         images = train_stats.pop("images")
@@ -166,7 +167,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             state.bad_epochs += 1
         if ranks.main:
             write_history(run_dir / "history.csv", state.history)
-            save_resume(run_dir / RESUME_NAME, model, optimizer, scheduler, stage, state)
+            save_resume(run_dir / RESUME_NAME, model, optimizer, scheduler, stage, state, scaler)
         if stop_reason := should_stop(cfg, state, stage):
             log.info("stopping: %s", stop_reason)
             break
@@ -212,35 +213,49 @@ def make_loader(cfg: TrainConfig, dataset: FaceDataset, order: list[int] | None 
                       num_workers=cfg.num_workers, pin_memory=cfg.cuda)
 
 
-def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int):
+def amp_dtype(cfg: TrainConfig) -> torch.dtype:
+    """bf16 where the hardware has it (this CPU's AVX-512 BF16, GPUs from Ampere on); fp16 on older GPUs."""
+    return torch.float16 if cfg.cuda and not torch.cuda.is_bf16_supported() else torch.bfloat16
+
+
+def make_scaler(cfg: TrainConfig) -> torch.amp.GradScaler:
+    """fp16's gradient scaler (small gradients would underflow without it); off, and a no-op, for bf16 and fp32."""
+    return torch.amp.GradScaler("cuda", enabled=cfg.amp and amp_dtype(cfg) == torch.float16)
+
+
+def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int,
+               scaler: torch.amp.GradScaler | None = None):
     """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs."""
+    scaler = scaler or make_scaler(cfg)
     x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+    with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=amp_dtype(cfg), enabled=cfg.amp):
         age_logits, gender_logit = model(x)
     loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
     scheduler.step()
     return loss.detach(), age_logits.detach(), gender_logit.detach()
 
 
 def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Module, loader: DataLoader, optimizer,
                 scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float,
-                ranks: distributed.Ranks = distributed.ONE_PROCESS) -> dict:
+                ranks: distributed.Ranks = distributed.ONE_PROCESS, scaler: torch.amp.GradScaler | None = None) -> dict:
     """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` in DDP and/or compiled.
 
     The running totals are summed over the ranks at the end: the history shows the global batch's.
     """
     model.train()
+    scaler = scaler or make_scaler(cfg)
     # Running MAE over the faces labelled in years only (a group has no single true age).
     totals = {"loss": 0.0, "abs_err": 0.0, "years": 0, "correct": 0.0, "n": 0}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                disable=not ranks.main)
     for batch in bar:
-        loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min)
+        loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min, scaler)
         _, age_low, age_high, gender, _, _ = batch
         state.step += 1
         with torch.no_grad():
@@ -294,11 +309,12 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def save_resume(path: Path, model, optimizer, scheduler, stage: Stage, state: RunState) -> None:
+def save_resume(path: Path, model, optimizer, scheduler, stage: Stage, state: RunState,
+                scaler: torch.amp.GradScaler | None = None) -> None:
     with atomic_write(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "stage": stage.number,
-                    "state": dataclasses.asdict(state)}, tmp)
+                    "state": dataclasses.asdict(state), "scaler": scaler.state_dict() if scaler else {}}, tmp)
 
 
 def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig) -> dict:
