@@ -120,6 +120,9 @@ class TrainConfig:
             raise ValueError(f"--mix names {', '.join(sorted(unknown))}; known data sets: {', '.join(spec.names())}")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.cuda and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}, but this torch ({torch.__version__}) sees no CUDA GPU: "
+                             "use --device cpu, or check the driver (nvidia-smi)")
         if self.amp and not self.cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             log.info("bf16 autocast off: this CPU has no native bf16")
             self.amp = False

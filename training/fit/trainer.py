@@ -155,7 +155,8 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
         drawn = {f"n_{name}": n for name, n in count_by_set(train_sets[order]).items()}
         row = {"epoch": epoch + 1, "stage": stage.number, "lr": optimizer.param_groups[0]["lr"], **train_stats,
                "val_loss": val_loss, **val_row, "seconds": round(seconds, 1),
-               "images_per_s": round(images / seconds, 1), **drawn}
+               "images_per_s": round(images / seconds, 1), **drawn,
+               **({"gpu_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if cfg.cuda else {})}
         state.history.append(distributed.from_main(row, ranks))  # rank 0's clock counts for --max-minutes
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         state.epoch = epoch + 1
