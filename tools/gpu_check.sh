@@ -7,7 +7,7 @@
 # train_a.log / train_b.log and history_a.csv / history_b.csv (two short epochs of each model on $PACK:
 # images/s and peak GPU memory per epoch), and benchmark_cuda.json (the app's latency with --device cuda).
 #
-# What travels: the checkout, plus $PACK (a pack under 60 MB: UTKFace alone is about 42 MB,
+# What travels: the checkout, plus $PACK (a pack under 60 MB: UTKFace alone is about 43 MB, its crops 39.6,
 #   python -m training.prepare --data UTKFace.tar.gz --out .carry/faces) and, where the machine's Python
 # lacks them, wheels in .whl/ (safetensors, tqdm, facenet-pytorch, pytest; see the device tool's README),
 # installed here with --no-deps so the machine's own torch stays.

@@ -18,10 +18,8 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from training.data.dataset import FaceDataset
 from training.data.pack import FacePack
 from training.evaluation.markdown import table
 from training.fit.config import TrainConfig
@@ -33,8 +31,8 @@ log = logging.getLogger(__name__)
 # both models at 112 px (the table in the README was measured there).
 VARIANTS: list[tuple[str, str | None, dict]] = [
     ("decode every epoch, 2 workers, fp32", None,
-     {"num_workers": 2, "channels_last": False, "amp": False, "input_size": 112, "decode_every_epoch": True}),
-    ("decode once, 2 workers", "decode every epoch, 2 workers, fp32", {"decode_every_epoch": False}),
+     {"num_workers": 2, "channels_last": False, "amp": False, "input_size": 112, "crops_in_memory": False}),
+    ("decode once, 2 workers", "decode every epoch, 2 workers, fp32", {"crops_in_memory": True}),
     ("decode once, no workers", "decode once, 2 workers", {"num_workers": 0}),
     ("+ channels_last", "decode once, no workers", {"channels_last": True}),
     ("+ bf16 autocast", "+ channels_last", {"amp": True}),
@@ -50,15 +48,8 @@ VARIANTS: list[tuple[str, str | None, dict]] = [
     ("input 150 px", "+ channels_last", {"input_size": 150}),  # dlib's own input size
     ("loader only, no training step", "+ bf16 autocast", {"loader_only": True}),
 ]
-NOT_CONFIG = {"decode_every_epoch", "loader_only"}  # settings of this benchmark, not of TrainConfig
+NOT_CONFIG = {"loader_only"}  # a setting of this benchmark, not of TrainConfig
 SKIP = {"a": {"input 150 px"}, "b": {"input 96 px"}}
-
-
-class DecodingEveryEpoch(FaceDataset):
-    """The trainer before crops were decoded once: each drawn face is decoded from WebP again."""
-
-    def crop(self, k: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.pack.image(int(self.indices[k])))).permute(2, 0, 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             options = {k: v for k, v in settings.items() if k not in NOT_CONFIG}
             cfg = TrainConfig(model=model, data=a.data, device="cpu", **options)
-            kind = DecodingEveryEpoch if settings.get("decode_every_epoch") else FaceDataset
-            rate = images_per_second(cfg, pack, a.steps, a.warmup, kind, loader_only=settings.get("loader_only", False))
+            rate = images_per_second(cfg, pack, a.steps, a.warmup, loader_only=settings.get("loader_only", False))
             row = {"model": model, "option": name, "base": base, "images_per_s": round(rate, 1),
                    "architecture": cfg.architecture, "input_size": cfg.input_size, "batch_size": cfg.batch_size,
                    "threads": cfg.threads, **{k: v for k, v in dataclasses.asdict(cfg).items() if k in changes}}

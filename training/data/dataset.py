@@ -48,24 +48,29 @@ class AugmentConfig:
 class FaceDataset(Dataset):
     """(input tensor, age_low, age_high, gender, race, data set) for some faces, preprocessed like the app's.
 
-    Every crop is decoded once, up front, into one uint8 tensor (128x128x3 bytes a face), so no epoch
-    decodes WebP again and data-loader workers forked later share the tensor instead of each
-    keeping a copy of their own.
+    With `in_memory` (the default), every crop is decoded once, up front, into one uint8 tensor
+    (128x128x3 bytes a face, 49 KB), so no epoch decodes WebP again and data-loader workers forked
+    later share the tensor instead of each keeping a copy of their own: fastest for sets that fit.
+    Without it, each crop is decoded from the pack as it is drawn (best in loader workers, on
+    machines with cores to spare), and memory stays the size of the compressed pack (about 2 KB a
+    face) however many faces there are.
     """
 
     def __init__(self, pack: FacePack, indices: np.ndarray, input_size: int, mean, std,
-                 augment: AugmentConfig | None = None) -> None:
+                 augment: AugmentConfig | None = None, in_memory: bool = True) -> None:
         self.pack = pack
         self.indices = indices
         self.input_size, self.mean, self.std = input_size, mean, std
         self.transform = augment.transform() if augment else None
-        self.crops = decode_crops(pack, indices)
+        self.crops = decode_crops(pack, indices) if in_memory else None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def crop(self, k: int) -> torch.Tensor:
         """The k-th face's crop, 3xHxW uint8."""
+        if self.crops is None:
+            return torch.from_numpy(np.array(self.pack.image(int(self.indices[k])))).permute(2, 0, 1)
         return self.crops[k]
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int, int, int, int]:

@@ -104,6 +104,9 @@ class TrainConfig:
     threads: int = setting(0, "torch's intra-op threads; 0: one per core. The one setting --resume may change")
     num_workers: int = setting(-1, "data-loader workers; -1: min(8, CPUs) on CUDA, 0 on the CPU (workers take "
                                "cores from the arithmetic)", flag="--workers")
+    crops_in_memory: bool = setting(True, "decode every crop once into memory (49 KB a face; fastest when it fits); "
+                                    "--no-crops-in-memory decodes each as drawn, memory staying the compressed "
+                                    "pack's (about 2 KB a face)")
     seed: int = setting(0, "seed of the weights, the order of faces and the augmentation")
 
     def __post_init__(self) -> None:

@@ -97,10 +97,10 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
 
     pack = FacePack(cfg.data)
     train_ds = FaceDataset(pack, pack.indices("train", cfg.train_limit or cfg.limit), cfg.input_size, mcfg.mean,
-                           mcfg.std, cfg.augment)
+                           mcfg.std, cfg.augment, in_memory=cfg.crops_in_memory)
     # Each rank validates its share of the faces; the outputs are gathered (validate).
     val_ds = FaceDataset(pack, pack.indices("val", cfg.limit)[ranks.rank :: ranks.world], cfg.input_size, mcfg.mean,
-                         mcfg.std)
+                         mcfg.std, in_memory=cfg.crops_in_memory)
     val_loader = make_loader(cfg, val_ds)
     train_sets = pack.dataset[train_ds.indices]
     log.info("%d training (%s) and %d validation faces from %s; mix %s; %s, recipe %s%s", len(train_ds),
@@ -174,7 +174,8 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             break
 
     if ranks.main:
-        full_val = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std)
+        full_val = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std,
+                               in_memory=cfg.crops_in_memory)
         calibrate(run_dir, make_loader(cfg, full_val) if ranks.active else val_loader, cfg)
     return run_dir
 
@@ -335,8 +336,7 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig) -> dict:
     return metrics
 
 
-def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int, dataset_class=FaceDataset,
-                      loader_only: bool = False) -> float:
+def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int, loader_only: bool = False) -> float:
     """Training images/s of `cfg` over `steps` timed steps of the trainer's own step, loader and augmentation.
 
     Every layer trainable (the last stage of the recipe: its slowest); weights start random, which
@@ -347,7 +347,8 @@ def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int,
         torch.set_num_threads(cfg.threads)
     mcfg = cfg.model_config()
     faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
-    dataset = dataset_class(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig())
+    dataset = FaceDataset(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig(),
+                          in_memory=cfg.crops_in_memory)
     model = build_from_config(mcfg).train()
     place_model(cfg, model)
     last_stage = recipe_of(cfg).stage_at(cfg, cfg.epochs - 1)
