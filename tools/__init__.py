@@ -1,1 +1,1 @@
-"""Experiments and one-off tools on top of demo/ and training/ (python -m tools.NAME); nothing imports them."""
+"""Experiments and one-off tools on top of demo/ and training/ (python -m tools.NAME); no library imports them."""
