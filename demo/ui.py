@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -29,7 +31,8 @@ STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get
 # older visitor coming back only starts a new webcam tracker.
 SESSIONS_KEPT = 100
 # Uploads and answers are files in Gradio's cache: those older than AGEGENDER_CACHE_MINUTES (15 by
-# default) are deleted, checked a third as often, so the cache holds about that many minutes of traffic.
+# default) are deleted, checked a third as often, so the cache holds about that many minutes of traffic
+# (sweep_cache: Gradio's own sweep leaves the answers it does not track).
 CACHE_AGE_S = round(60 * float(os.environ.get("AGEGENDER_CACHE_MINUTES", 15)))
 CACHE_SWEEP_S = max(1, CACHE_AGE_S // 3)
 WEBCAM_SIZE = {"width": 640, "height": 480}
@@ -130,9 +133,53 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
 
 
 def launch(demo: gr.Blocks, host: str, port: int | None, sessions_kept: int = SESSIONS_KEPT, **kwargs) -> tuple:
-    """Serve the app with a bounded queue and a bounded number of sessions kept (see SESSIONS_KEPT)."""
-    return demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
-                                          **kwargs)
+    """Serve the app with a bounded queue, a bounded number of sessions kept and a swept cache."""
+    served = demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
+                                            **kwargs)
+    sweep_cache(demo)
+    return served
+
+
+def sweep_cache(demo: gr.Blocks, age_s: float = CACHE_AGE_S, every_s: float = CACHE_SWEEP_S) -> threading.Thread:
+    """Every `every_s`, delete the files in Gradio's cache older than `age_s`, but the examples it keeps.
+
+    Gradio's own sweep (Blocks(delete_cache=...)) deletes only files it tracks, and it does not track the
+    answers' images (tools.loadtest --soak: the cache grew by 17 MB a hundred visitors with it on).
+    A file served again has its time refreshed (write_cached_images_atomically), so it is not deleted
+    while in use.
+    """
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder())
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            keep = {str(Path(p).resolve()) for block in list(demo.blocks.values())
+                    for p in list(getattr(block, "keep_in_cache", ()))}
+            try:
+                removed = sweep_once(folder, age_s, keep)
+                if removed:
+                    log.debug("cache sweep: %d file(s) older than %.0f s deleted", removed, age_s)
+            except OSError as error:  # a file gone under our feet, a permission: try again next time
+                log.warning("cache sweep: %s", error)
+
+    thread = threading.Thread(target=loop, name="cache-sweep", daemon=True)
+    thread.start()
+    return thread
+
+
+def sweep_once(folder: Path, age_s: float, keep: set[str] = frozenset()) -> int:
+    """Delete the files under `folder` last written more than `age_s` ago, but those in `keep`; return how many."""
+    now, removed = time.time(), 0
+    for path in list(folder.rglob("*")):
+        try:
+            if path.is_file() and str(path.resolve()) not in keep and now - path.stat().st_mtime > age_s:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # a request's own clean-up got there first
+            continue
+    return removed
 
 
 def warm_up(predictor: Predictor) -> None:
@@ -197,8 +244,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
         sources.get(k) if sources else None,
         f"measured on test faces: {measured[k].summary()}" if measured[k] else None))) for k in keys]
-    with gr.Blocks(title="Age and gender: from scratch vs transfer learning",
-                   delete_cache=(CACHE_SWEEP_S, CACHE_AGE_S)) as demo:
+    with gr.Blocks(title="Age and gender: from scratch vs transfer learning") as demo:
         gr.Markdown(
             "# Age and gender, two ways\n"
             "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "

@@ -154,3 +154,16 @@ def test_gender_disagreement_names_the_model_measured_better():
     assert gender_disagreement({"a": female, "b": male}, {"a": 0.85, "b": 0.9}) == (
         "gender disagrees: B is right more often (90.0 vs 85.0 %)")
     assert gender_disagreement({"a": female, "b": male}, {"a": None, "b": 0.9}) == "gender disagrees"
+
+
+def test_the_cache_sweep_deletes_old_files_but_the_examples(tmp_path):
+    from demo.ui import sweep_once
+
+    old, recent, example = tmp_path / "a" / "old.jpeg", tmp_path / "b" / "recent.jpeg", tmp_path / "c" / "ex.jpg"
+    for path in (old, recent, example):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+    for path in (old, example):
+        os.utime(path, (1, 1))  # written long ago
+    assert sweep_once(tmp_path, age_s=60, keep={str(example.resolve())}) == 1
+    assert not old.exists() and recent.exists() and example.exists()
