@@ -134,10 +134,9 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
 
 def launch(demo: gr.Blocks, host: str, port: int | None, sessions_kept: int = SESSIONS_KEPT, **kwargs) -> tuple:
     """Serve the app with a bounded queue, a bounded number of sessions kept and a swept cache."""
-    served = demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
-                                            **kwargs)
-    sweep_cache(demo)
-    return served
+    sweep_cache(demo)  # first: launch blocks unless told not to
+    return demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
+                                          **kwargs)
 
 
 def sweep_cache(demo: gr.Blocks, age_s: float = CACHE_AGE_S, every_s: float = CACHE_SWEEP_S) -> threading.Thread:
