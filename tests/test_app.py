@@ -167,3 +167,24 @@ def test_the_cache_sweep_deletes_old_files_but_the_examples(tmp_path):
         os.utime(path, (1, 1))  # written long ago
     assert sweep_once(tmp_path, age_s=60, keep={str(example.resolve())}) == 1
     assert not old.exists() and recent.exists() and example.exists()
+
+
+def test_launch_starts_the_cache_sweep_before_serving(monkeypatch):
+    """app.py's launch blocks until the server stops: the sweep must already be running by then."""
+    import threading
+
+    from demo import ui
+
+    class Blocks:  # what launch needs of gr.Blocks, recording what runs when it starts serving
+        blocks: dict = {}
+
+        def queue(self, **kwargs):
+            return self
+
+        def launch(self, **kwargs):
+            self.sweeping = any(t.name == "cache-sweep" for t in threading.enumerate())
+            self.kwargs = kwargs
+
+    demo = Blocks()
+    ui.launch(demo, "127.0.0.1", 7860)
+    assert demo.sweeping and demo.kwargs["state_session_capacity"] == ui.SESSIONS_KEPT
