@@ -1,5 +1,6 @@
 """The app in a real headless Chromium: a photo upload, and a fake camera streaming a face."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,12 @@ def write_y4m(photo: Path, path: Path, frames: int = 20, size=(640, 480)) -> Pat
     """
     image = Image.open(photo).convert("RGB")
     image.thumbnail((size[0] - 80, size[1]))
-    chunks = [f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode()]
+    clip = []
     for i in range(frames):
         canvas = Image.new("RGB", size, (40, 40, 40))
         canvas.paste(image, (4 * i, (size[1] - image.height) // 2))
-        y, cb, cr = (np.asarray(c) for c in canvas.convert("YCbCr").split())
-        chroma = [np.asarray(Image.fromarray(c).resize((size[0] // 2, size[1] // 2))) for c in (cb, cr)]
-        chunks.append(b"FRAME\n" + y.tobytes() + chroma[0].tobytes() + chroma[1].tobytes())
-    path.write_bytes(b"".join(chunks))
-    return path
+        clip.append(canvas)
+    return write_frames_y4m(clip, path)
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +128,7 @@ def test_a_still_face_on_a_noisy_camera_keeps_its_number_and_its_age(server, bro
     from tools.webcam_steadiness import noisy_clip
 
     video = write_frames_y4m(noisy_clip(ASTRONAUT, frames=30, noise=4.0), tmp_path / "still.y4m")
-    # A Chromium of its own, filming this clip (the module's browser films the drifting photo).
-    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=QUIET_FLAGS + [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}"])
-    try:
-        page = chromium.new_context(permissions=["camera"]).new_page()
-        page.goto(server[0])
-        page.get_by_role("tab", name="Webcam").click()
-        page.get_by_text("Click to Access Webcam").click()
-        page.locator("button:visible", has_text="Record").click()
+    with filming(browser, video, server[0]) as page:
         rows, last = [], None
         while len(rows) < WINDOW + 10:
             page.wait_for_function("(last) => { const t = document.querySelector('#live-table');"
@@ -147,13 +136,28 @@ def test_a_still_face_on_a_noisy_camera_keeps_its_number_and_its_age(server, bro
                                    arg=last, timeout=60_000)
             last = page.locator("#live-table").inner_text()
             rows.append(face_rows(last))
-    finally:
-        chromium.close()
     steady = rows[WINDOW:]
     assert all(len(faces) == 1 and faces[0][0] == "#1" for faces in steady)  # one face, keeping its number
     for column in (2, 4):  # A's and B's age, "38 (27-53)"
         ages = [int(faces[0][column].split()[0]) for faces in steady]
         assert max(ages) - min(ages) <= 1, ages
+
+
+@contextmanager
+def filming(browser, video: Path, url: str):
+    """The app's webcam tab recording `video` in a Chromium of its own (the module's films the drifting photo)."""
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=QUIET_FLAGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}"])
+    try:
+        page = chromium.new_context(permissions=["camera"]).new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Webcam").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator("button:visible", has_text="Record").click()
+        yield page
+    finally:
+        chromium.close()
 
 
 def face_rows(table_text: str, columns: int = 7) -> list[list[str]]:
@@ -182,15 +186,7 @@ def test_the_live_view_is_mirrored_like_the_camera_preview(server, browser, tmp_
     frame = np.zeros((480, 640, 3), np.uint8)
     frame[:, :320] = 255
     video = write_frames_y4m([Image.fromarray(frame)] * 5, tmp_path / "halves.y4m")
-    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=QUIET_FLAGS + [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}"])
-    try:
-        page = chromium.new_context(permissions=["camera"]).new_page()
-        page.goto(server[0])
-        page.get_by_role("tab", name="Webcam").click()
-        page.get_by_text("Click to Access Webcam").click()
-        page.locator("button:visible", has_text="Record").click()
+    with filming(browser, video, server[0]) as page:
         page.locator("#live img").first.wait_for(timeout=60_000)
         src = page.locator("#live img").first.get_attribute("src")
         data = page.evaluate("""async (src) => {
@@ -198,8 +194,6 @@ def test_the_live_view_is_mirrored_like_the_camera_preview(server, browser, tmp_
             let s = ''; for (const x of bytes) s += String.fromCharCode(x); return btoa(s); }""", src)
         # The preview mirrors the camera with CSS; check it does, so the comparison means something.
         transform = page.evaluate("() => getComputedStyle(document.querySelector('video')).transform")
-    finally:
-        chromium.close()
     live = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"), dtype=float)
     assert transform.startswith("matrix(-1")  # the preview: mirrored
     assert live[:, :300].mean() < 60 and live[:, 340:].mean() > 190  # the live view: mirrored too
