@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -65,7 +64,3 @@ class RateMeter:
 class LiveSession:
     tracker: FaceTracker = field(default_factory=FaceTracker)
     meter: RateMeter = field(default_factory=RateMeter)
-
-    @staticmethod
-    def now() -> float:
-        return time.perf_counter()

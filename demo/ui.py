@@ -232,12 +232,12 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         """One webcam frame; `session` (tracker and frame rate) is this session's, made on its first frame."""
         if frame is None:
             return None, gr.skip(), gr.skip(), session
-        arrived = LiveSession.now()
+        arrived = time.perf_counter()
         session = session or LiveSession()
         image = to_rgb(Image.fromarray(frame))
         result = session.tracker.update(live_predictor.predict(image))
         annotated = np.asarray(annotate(image, result, keys))
-        session.meter.frame(arrived, LiveSession.now())
+        session.meter.frame(arrived, time.perf_counter())
         return annotated, result_table(result, names, gender_accuracy), session.meter.status(), session
 
     source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (

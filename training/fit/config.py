@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import types
@@ -258,8 +259,6 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def load_json(path: Path) -> dict:
-    import json
-
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
