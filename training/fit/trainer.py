@@ -174,9 +174,10 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             break
 
     if ranks.main:
-        full_val = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std,
-                               in_memory=cfg.crops_in_memory)
-        calibrate(run_dir, make_loader(cfg, full_val) if ranks.active else val_loader, cfg)
+        if ranks.active:  # rank 0 validated its share only; calibration wants every validation face
+            val_loader = make_loader(cfg, FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size,
+                                                      mcfg.mean, mcfg.std, in_memory=cfg.crops_in_memory))
+        calibrate(run_dir, val_loader, cfg)
     return run_dir
 
 
