@@ -42,9 +42,12 @@ class ModelConfig:
     age_min: int = AGE_MIN
     age_max: int = AGE_MAX
     arch_kwargs: dict = field(default_factory=dict)
-    age_temperature: float = 1.0  # fitted on validation so the range has its stated coverage
+    # The range: the central `range_level` of the age distribution at `age_temperature`, both fitted on
+    # validation so that it holds `range_coverage` of true ages on each data set (demo.heads).
+    age_temperature: float = 1.0
     gender_temperature: float = 1.0  # fitted on validation by log-likelihood
-    range_coverage: float = 0.8
+    range_coverage: float = 0.8  # what the range claims to hold
+    range_level: float = 0.8
     # Average each answer over the face and its mirror image (calibration is fitted the same way).
     flip: bool = False
     gender_labels: tuple[str, str] = ("male", "female")
@@ -135,7 +138,7 @@ class LoadedModel:
         age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
         # A head whose loss had no weight in training is untrained: its output means nothing.
         return Prediction(
-            age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_coverage) if "age" in c.tasks else None,
+            age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_level) if "age" in c.tasks else None,
             p_female=gender_probability(gender_logit, c.gender_temperature) if "gender" in c.tasks else None,
         )
 

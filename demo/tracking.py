@@ -17,9 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from demo.faces import Face
-from demo.heads import AGE_MIN
+from demo.heads import AGE_MIN, range_of
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 
 # Matching: a detection continues a track whose last box overlaps it by at least this much.
@@ -96,15 +97,15 @@ class FaceTracker:
         return {key: average([frame[key] for frame in track.answers if key in frame]) for key in keys}
 
 
-def average(answers: list[ModelAnswer], coverage: float = 0.8) -> ModelAnswer:
-    """One model's answers for one face over several frames: the mean distribution and the mean P(female)."""
+def average(answers: list[ModelAnswer]) -> ModelAnswer:
+    """One model's answers for one face over several frames: the mean age, the range of the mean
+    distribution (read as the model reads its own), and the mean P(female)."""
     p_female = None if answers[-1].p_female is None else float(np.mean([a.p_female for a in answers]))
     if answers[-1].age_probs is None:
         return ModelAnswer(answers[-1].age, answers[-1].age_low, answers[-1].age_high, p_female)
     probs = np.mean([a.age_probs for a in answers], axis=0)
-    ages = np.arange(AGE_MIN, AGE_MIN + len(probs))
-    cdf = np.cumsum(probs)
-    tail = (1 - coverage) / 2
-    # As demo.heads.decode_age reads a distribution: the first years reaching each tail.
-    low, high = (int(ages[np.argmax(cdf >= level - 1e-6)]) for level in (tail, 1 - tail))
-    return ModelAnswer(float(probs @ ages), low, high, p_female, age_probs=probs)
+    level = answers[-1].range_level
+    low, high = (int(i) + AGE_MIN for i in range_of(torch.from_numpy(probs), level))
+    # The mean of the mixture of the frames' (untempered) distributions is the mean of their means.
+    age = float(np.mean([a.age for a in answers]))
+    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_level=level)

@@ -40,11 +40,11 @@ def test_multitask_weights_and_single_task():
 def test_decode_age_mean_and_range_by_hand():
     # P over ages 10..14 = .1 .1 .6 .1 .1: mean 12; cdf .1 .2 .8 .9 1.0 -> 10th pct 10, 90th pct 13
     probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1]])
-    est = decode_age(probs.log(), age_min=10, coverage=0.8)
+    est = decode_age(probs.log(), age_min=10, level=0.8)
     assert est.mean.item() == pytest.approx(12.0)
     assert (est.low.item(), est.high.item()) == (10, 13)
     # A 50 % range: 25th pct reaches at age 12 (cdf .8), 75th pct at 12 too.
-    est = decode_age(probs.log(), age_min=10, coverage=0.5)
+    est = decode_age(probs.log(), age_min=10, level=0.5)
     assert (est.low.item(), est.high.item()) == (12, 12)
 
 
@@ -57,6 +57,53 @@ def test_temperature_widens_the_range():
     assert bool(((wide.high - wide.low) > (narrow.high - narrow.low)).all())
 
 
+def test_temperature_and_level_shape_the_range_not_the_estimate():
+    # Skewed distributions (one against the first bin): a tempered softmax would move their means.
+    ages = torch.arange(1, 117, dtype=torch.float32)
+    logits = -(((ages[None, :] - torch.tensor([[3.0], [70.0]])) / 8) ** 2)
+    plain = decode_age(logits, 1)
+    for temperature, level in ((0.5, 0.8), (3.0, 0.6), (1.0, 0.95)):
+        est = decode_age(logits, 1, temperature, level)
+        assert torch.equal(est.mean, plain.mean)
+    assert not torch.allclose(torch.softmax(logits / 3.0, -1) @ ages, plain.mean, atol=0.5)  # a case that would move
+
+
 def test_gender_probability():
     assert gender_probability(torch.tensor([0.0])).item() == pytest.approx(0.5)
     assert gender_probability(torch.tensor([2.0]), temperature=2.0).item() == pytest.approx(1 / (1 + math.exp(-1)))
+
+
+def test_lds_weights_by_hand():
+    from training.fit.losses import age_density, face_weights, inverse_sqrt_weights
+
+    # Three faces aged 20 and one aged 60, no smoothing to speak of: densities 3/4 and 1/4.
+    low = torch.tensor([20, 20, 20, 60])
+    density = age_density(low, low, age_min=1, num_bins=116, sigma=0.01)
+    assert density[19].item() == pytest.approx(0.75) and density[59].item() == pytest.approx(0.25)
+    table = inverse_sqrt_weights(density, low, low, age_min=1)
+    w = face_weights(table, low, low, age_min=1)
+    assert (w[3] / w[0]).item() == pytest.approx(3**0.5)  # 1 / sqrt(density)
+    assert w.mean().item() == pytest.approx(1.0)  # the training faces weigh 1 on average
+    # A group's face spreads over its years (60-69: a tenth at each) and weighs the mean of its years.
+    group_low, group_high = torch.tensor([20, 60]), torch.tensor([20, 69])
+    density = age_density(group_low, group_high, 1, 116, sigma=0.01)
+    assert density[59].item() == pytest.approx(0.05) and density[19].item() == pytest.approx(0.5)
+    table = inverse_sqrt_weights(density, group_low, group_high, 1)
+    assert face_weights(table, group_low, group_high, 1)[1].item() == pytest.approx(table[59:69].mean().item())
+    # Years no face has weigh at most max_ratio times the commonest year.
+    assert table.max().item() == pytest.approx(10 * table[19].item())
+
+
+def test_reweighted_age_loss_counts_rare_ages_more():
+    from training.fit.losses import LossWeights, age_density, inverse_sqrt_weights, multitask_loss
+
+    low = torch.tensor([20, 20, 20, 60])
+    table = inverse_sqrt_weights(age_density(low, low, 1, 116, 2.0), low, low, 1)
+    logits = torch.zeros(4, 116)
+    logits[:, 19] = 5.0  # every face predicted 20: right for the three, wrong for the one aged 60
+    gender = torch.zeros(4)
+    plain, _ = multitask_loss(logits, torch.zeros(4), low, low, gender, 1, LossWeights(gender=0))
+    weighted, _ = multitask_loss(logits, torch.zeros(4), low, low, gender, 1, LossWeights(gender=0), table)
+    assert weighted.item() > plain.item()  # the wrong, rare face weighs more
+    with pytest.raises(ValueError, match="--age-reweight must be one of none, lds"):
+        LossWeights(age_reweight="inverse")

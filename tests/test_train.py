@@ -107,6 +107,25 @@ def test_model_b_two_stages(tiny_pack, tmp_path):
     assert torch.equal(weights["backbone.0.0.weight"], imagenet["_conv_stem.weight"])
 
 
+def test_init_from_continues_a_trained_model_with_reweighted_ages(tiny_pack, tmp_path, caplog):
+    from demo.checkpoint import build_from_config
+    from training.fit.trainer import load_trained
+
+    caplog.set_level("INFO")
+    first = train(_config(tiny_pack, tmp_path / "first", epochs=1))
+    # A new run starts from every weight of the first, heads included.
+    model = build_from_config(_config(tiny_pack, tmp_path / "x").model_config())
+    load_trained(model, _config(tiny_pack, tmp_path / "x").model_config(), first)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in load_file(first / "model.safetensors").items())
+    more = train(_config(tiny_pack, tmp_path / "more", epochs=1, init_from=str(first),
+                         loss=dataclasses.replace(TrainConfig().loss, age_reweight="lds")))
+    assert "age loss weights (lds) at ages" in caplog.text
+    assert not torch.equal(load_file(more / "model.safetensors")["heads.age.1.weight"],
+                           load_file(first / "model.safetensors")["heads.age.1.weight"])
+    with pytest.raises(ValueError, match="is a scratch_cnn .* not the scratch_cnn"):
+        train(_config(tiny_pack, tmp_path / "wider", epochs=1, widths=(8, 32), init_from=str(first)))
+
+
 def test_augmentation_switches(tiny_pack):
     pack = FacePack(tiny_pack)
     mean, std = (0.5,) * 3, (0.5,) * 3
@@ -201,6 +220,9 @@ def test_every_architecture_trains_under_every_recipe(name, trained_trunks, tiny
     ({"recipe": "two_stage", "architecture": "dlib_resnet", "backbone_weights": "nowhere.dat"}, "does not exist"),
     ({"recipe": "transfer"}, "unknown --recipe 'transfer'"),
     ({"architecture": "vgg"}, "unknown architecture 'vgg'"),
+    ({"init_from": "no_such_model"}, "is not a model folder"),
+    ({"init_from": ".", "recipe": "two_stage", "architecture": "dlib_resnet", "backbone_weights": "x.dat"},
+     "keep one"),
 ])
 def test_an_invalid_combination_is_refused_before_any_data_is_read(settings, message, tmp_path):
     args = ["--data", str(tmp_path / "no_pack_here"), "--out", str(tmp_path / "run")]

@@ -6,7 +6,8 @@ Writes to the output folder:
   faces.npz    WebP-encoded 128 px crops + labels (training.data.pack)
   prepare.json counts: files, skipped rows by reason, duplicates, unreadable images, faces found
 Work is done in parts of PART_SIZE images under parts/; an interrupted run picks up where it
-stopped, so re-running the same command only does what is missing.
+stopped, so re-running the same command only does what is missing, and a source added after the
+others (another --data at the end) only costs its own images.
 
 Faces are found and cropped by the app's own `FaceDetector` and `align_crop`. Where MTCNN finds
 several faces, the one nearest the centre is the labelled one (data sets centre their face).
@@ -122,12 +123,18 @@ def _write_splits(path: Path, records: list[Record]) -> None:
             writer.writerow([r.dataset, r.file, r.sha256, r.age_low, r.age_high, r.gender, r.race, r.split])
 
 
-def _check_splits(path: Path, records: list[Record]) -> None:
-    """An existing splits.csv must describe the same images and split, or parts would mix."""
+def _reusable_records(path: Path, records: list[Record]) -> int:
+    """How many leading `records` an existing splits.csv already describes, image for image and split for split.
+
+    All of them when the command is re-run; fewer when a source was added after the others (its
+    records come last), and then the parts wholly inside that prefix are still valid. Anything else
+    (other data, another seed, a source removed or put first) would mix parts, and is refused.
+    """
     with path.open() as f:
         rows = [(row.get("dataset"), row["file"], row["sha256"], row["split"]) for row in csv.DictReader(f)]
-    if rows != [(r.dataset, r.file, r.sha256, r.split) for r in records]:
+    if rows != [(r.dataset, r.file, r.sha256, r.split) for r in records[: len(rows)]]:
         raise ValueError(f"{path} describes other data or another seed; choose a new output folder")
+    return len(rows)
 
 
 def scan_sources(sources: list[Path], seed: int) -> tuple[list[Record], dict[str, bytes], dict[str, dict]]:
@@ -160,14 +167,17 @@ def prepare(sources: Path | list[Path], out: Path, seed: int = 0, device: str = 
     out.mkdir(parents=True, exist_ok=True)
     records, data, source_counts = scan_sources(sources, seed)
     splits_path = out / "splits.csv"
-    if splits_path.exists():
-        _check_splits(splits_path, records)
-    else:
-        _write_splits(splits_path, records)
-
     parts_dir = out / "parts"
     parts_dir.mkdir(exist_ok=True)
     chunks = [records[i : i + PART_SIZE] for i in range(0, len(records), PART_SIZE)]
+    known = _reusable_records(splits_path, records) if splits_path.exists() else 0
+    if known < len(records):
+        if known:
+            log.info("%d images added to the %d already prepared in %s", len(records) - known, known, out)
+        for i in range(known // PART_SIZE, len(chunks) + 1):  # parts that straddle the old end are made again
+            (parts_dir / f"part_{i:05d}.npz").unlink(missing_ok=True)
+        _write_splits(splits_path, records)
+
     todo = [i for i in range(len(chunks)) if not (parts_dir / f"part_{i:05d}.npz").exists()]
     if len(todo) < len(chunks):
         log.info("resuming: %d of %d parts already done", len(chunks) - len(todo), len(chunks))

@@ -33,7 +33,7 @@ def dataset_report(out: Outputs, dataset: DatasetSpec, loaded: LoadedModel) -> d
 
     def metrics(mask: np.ndarray) -> dict:
         return dataset_metrics(out.subset(mask), dataset, c.age_min, c.age_temperature, c.gender_temperature,
-                               c.range_coverage)
+                               c.range_level)
 
     age_low, race = out.age_low.numpy(), out.race.numpy()
     report = {"overall": metrics(np.ones(len(age_low), bool))}
@@ -114,7 +114,7 @@ def _short(loaded: LoadedModel) -> str:
 
 def _estimates(out: Outputs, loaded: LoadedModel) -> np.ndarray:
     c = loaded.config
-    return decode_age(out.age_logits, c.age_min, c.age_temperature, c.range_coverage).mean.numpy()
+    return decode_age(out.age_logits, c.age_min).mean.numpy()
 
 
 def plot_age_scatter(results: list[Result], title: str, path: Path) -> None:

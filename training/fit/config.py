@@ -77,6 +77,8 @@ class TrainConfig:
     widths: tuple[int, ...] = setting((32, 64, 128, 256), "scratch_cnn trunk widths, comma-separated")
     backbone_weights: str | None = setting(None, "two_stage: the pretrained weights as a file (ImageNet .pth, dlib's "
                                            ".dat, or a trained model's model.safetensors); default: downloaded")
+    init_from: str | None = setting(None, "start every weight, heads included, from a trained model of the same "
+                                    "network (its folder): continue training it, e.g. on more data")
     flip: bool = setting(False, "average answers over the face and its mirror image (calibration and serving)")
     epochs: int = setting(30, "epochs in all")
     stage1_epochs: int = setting(1, "two_stage: epochs training the heads alone, the trunk frozen")

@@ -5,6 +5,11 @@ expected age. An age group (FairFace, e.g. 30-39) is learned from the probabilit
 distribution puts inside the group's years, plus an L1 term on how far the expected age lies
 outside the group. Both kinds can share a batch: a label is a range [low, high], a year when
 low == high.
+
+Ages are imbalanced (few faces are over 60), so a model pulls old faces towards the middle. With
+`--age-reweight lds` each face's age loss is weighted by the inverse square root of how common
+its age is among the training faces, the counts smoothed over neighbouring years first
+(label-distribution smoothing, Yang et al., "Delving into Deep Imbalanced Regression", 2021).
 """
 
 from __future__ import annotations
@@ -46,6 +51,35 @@ def age_losses(logits: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tens
     return torch.where(year, ce, group_nll) + l1_weight * outside
 
 
+def age_density(age_low: torch.Tensor, age_high: torch.Tensor, age_min: int, num_bins: int,
+                sigma: float) -> torch.Tensor:
+    """The share of faces at each year (a group's face spread evenly over its years), smoothed by a
+    Gaussian of `sigma` years: LDS's effective label density."""
+    bins = age_bins(age_min, age_min + num_bins - 1)
+    inside = ((bins[None, :] >= age_low[:, None]) & (bins[None, :] <= age_high[:, None])).float()
+    counts = (inside / inside.sum(dim=1, keepdim=True)).sum(dim=0)
+    kernel = torch.exp(-0.5 * ((bins[:, None] - bins[None, :]) / sigma) ** 2)
+    smoothed = kernel @ counts
+    return smoothed / smoothed.sum()
+
+
+def inverse_sqrt_weights(density: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor, age_min: int,
+                         max_ratio: float = 10.0) -> torch.Tensor:
+    """Per year, the weight of a face of that age: 1 / sqrt(density), at most `max_ratio` times the
+    weight of the commonest year (so a handful of centenarians cannot dominate a batch), scaled so
+    that the faces given (the training faces) weigh 1 on average."""
+    floor = density.max() / max_ratio**2
+    table = density.clamp(min=floor) ** -0.5
+    return table / face_weights(table, age_low, age_high, age_min).mean()
+
+
+def face_weights(table: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor, age_min: int) -> torch.Tensor:
+    """Each face's weight from a per-year table: its year's, or the mean over its group's years."""
+    bins = age_bins(age_min, age_min + len(table) - 1).to(table.device)
+    inside = ((bins[None, :] >= age_low[:, None].float()) & (bins[None, :] <= age_high[:, None].float())).float()
+    return (inside @ table) / inside.sum(dim=1)
+
+
 def age_loss(logits: torch.Tensor, ages: torch.Tensor, age_min: int, sigma: float = 2.0,
              l1_weight: float = 0.1) -> torch.Tensor:
     """Mean loss for ages in years: cross-entropy against soft targets + l1_weight * |expected - age|."""
@@ -68,6 +102,16 @@ class LossWeights:
                                                     "flag": "--age-sigma"})
     age_l1: float = field(default=0.1, metadata={"help": "weight of the L1 term on the expected age",
                                                  "flag": "--age-l1"})
+    age_reweight: str = field(default="none", metadata={
+        "help": "none, or lds: weight each face's age loss by 1/sqrt of its age's share of the training faces, "
+                "smoothed over --age-sigma years (rare ages, such as 60+, count more)", "flag": "--age-reweight"})
+
+    def __post_init__(self) -> None:
+        if self.age_reweight not in AGE_REWEIGHTS:
+            raise ValueError(f"--age-reweight must be one of {', '.join(AGE_REWEIGHTS)}, not {self.age_reweight!r}")
+
+
+AGE_REWEIGHTS = ("none", "lds")
 
 
 def multitask_loss(
@@ -78,12 +122,19 @@ def multitask_loss(
     genders: torch.Tensor,
     age_min: int,
     weights: LossWeights,
+    age_weight_table: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the task losses, and each part as a float for logging."""
+    """Weighted sum of the task losses, and each part as a float for logging.
+
+    `age_weight_table` (per year, from `inverse_sqrt_weights`) weighs each face's age loss.
+    """
     total = age_logits.new_zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
     if weights.age:
-        a = age_losses(age_logits, age_low, age_high, age_min, weights.age_sigma, weights.age_l1).mean()
+        a = age_losses(age_logits, age_low, age_high, age_min, weights.age_sigma, weights.age_l1)
+        if age_weight_table is not None:
+            a = a * face_weights(age_weight_table, age_low, age_high, age_min)
+        a = a.mean()
         total = total + weights.age * a
         parts["age_loss"] = a.item()
     if weights.gender:

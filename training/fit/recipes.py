@@ -6,7 +6,8 @@
                   that shrink towards the input (layer-wise decay; Model B's recipe).
 
 Each stage gets AdamW with a linear warm-up and a cosine decay over its own epochs. `check`
-refuses a combination that cannot train before any data is read.
+refuses a combination that cannot train before any data is read. `--init-from` replaces either
+recipe's starting weights with a trained model's (all of them); the stages stay the recipe's.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class TwoStage(Recipe):
     name = "two_stage"
 
     def check(self, cfg: TrainConfig) -> None:
-        if architecture(cfg.architecture).pretrained is None and not cfg.backbone_weights:
+        if architecture(cfg.architecture).pretrained is None and not (cfg.backbone_weights or cfg.init_from):
             raise ValueError(f"--recipe two_stage fine-tunes pretrained weights, and {cfg.architecture} has none to "
                              "download: use --recipe from_scratch, or give --backbone-weights (a trained "
                              f"{cfg.architecture} model's model.safetensors)")
@@ -105,6 +106,11 @@ def recipe_of(cfg: TrainConfig) -> Recipe:
     if cfg.input_size < arch.min_input_size:
         raise ValueError(f"{cfg.architecture} needs an input of at least {arch.min_input_size} px, "
                          f"not --input-size {cfg.input_size}")
+    if cfg.init_from:
+        if cfg.backbone_weights:
+            raise ValueError("--init-from and --backbone-weights both say where the weights start: keep one")
+        if not Path(cfg.init_from).is_dir():
+            raise ValueError(f"--init-from {cfg.init_from} is not a model folder (model.safetensors + config.json)")
     recipe = RECIPES[cfg.recipe]
     recipe.check(cfg)
     return recipe

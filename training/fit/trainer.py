@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from demo.checkpoint import ModelConfig, build_from_config, load_model, save_model
+from demo.checkpoint import ModelConfig, ModelLoadError, build_from_config, load_model, save_model
 from demo.files import atomic_write
 from demo.heads import decode_age
 from training.data import spec
@@ -32,13 +32,13 @@ from training.data.pack import FacePack
 from training.evaluation.metrics import (
     Outputs,
     collect_outputs,
-    fit_age_temperature,
+    fit_age_range,
     fit_gender_temperature,
     split_metrics,
 )
 from training.fit import distributed
 from training.fit.config import TrainConfig
-from training.fit.losses import multitask_loss
+from training.fit.losses import age_density, inverse_sqrt_weights, multitask_loss
 from training.fit.recipes import Stage, make_optimizer, recipe_of
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,13 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
              cfg.mix or "natural", cfg.architecture, cfg.recipe,
              f"; {ranks.world} processes, {cfg.batch_size // ranks.world} faces a step each" if ranks.active else "")
 
+    age_table = age_weight_table(cfg, mcfg, pack, train_ds.indices)
     model = build_from_config(mcfg)
-    if not resume:
+    if resume:
+        pass  # the run's own weights are loaded below
+    elif cfg.init_from:
+        load_trained(model, mcfg, Path(cfg.init_from))
+    else:
         recipe.initialise(model, cfg)
     if ranks.active and cfg.sync_bn and cfg.cuda:
         # BatchNorm statistics over the global batch, as one process computes them. (torch's SyncBatchNorm
@@ -148,7 +153,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             loader = make_loader(cfg, train_ds, order.tolist())
         started = time.perf_counter()
         train_stats = train_epoch(cfg, model, forward, loader, optimizer, scheduler, mcfg, epoch, state, started,
-                                  ranks, scaler)
+                                  ranks, scaler, age_table)
         seconds = time.perf_counter() - started
         val_loss, val_row = validate(cfg, model, val_loader, mcfg, ranks)
         images = train_stats.pop("images")
@@ -179,6 +184,33 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
                                                       mcfg.mean, mcfg.std, in_memory=cfg.crops_in_memory))
         calibrate(run_dir, val_loader, cfg)
     return run_dir
+
+
+def age_weight_table(cfg: TrainConfig, mcfg: ModelConfig, pack: FacePack, train: np.ndarray) -> torch.Tensor | None:
+    """The per-year weights of the age loss that --age-reweight asks for, from the training faces' ages."""
+    if cfg.loss.age_reweight == "none":
+        return None
+    low, high = torch.from_numpy(pack.age_low[train]), torch.from_numpy(pack.age_high[train])
+    density = age_density(low, high, mcfg.age_min, mcfg.num_age_bins, cfg.loss.age_sigma)
+    table = inverse_sqrt_weights(density, low, high, mcfg.age_min)
+    log.info("age loss weights (%s) at ages %s", cfg.loss.age_reweight,
+             ", ".join(f"{a}: {table[a - mcfg.age_min]:.2f}" for a in (1, 5, 15, 25, 35, 50, 60, 70, 80, 90)))
+    return table.to(cfg.device)
+
+
+def load_trained(model: torch.nn.Module, mcfg: ModelConfig, folder: Path) -> None:
+    """Every weight (trunk and heads) from a trained model of the same network: --init-from."""
+    try:
+        trained = load_model(folder)
+    except ModelLoadError as error:
+        raise ValueError(f"--init-from: {error}") from None
+    theirs = trained.config
+    if (theirs.architecture, theirs.arch_kwargs, theirs.num_age_bins) != (mcfg.architecture, mcfg.arch_kwargs,
+                                                                          mcfg.num_age_bins):
+        raise ValueError(f"--init-from {folder} is a {theirs.architecture} {theirs.arch_kwargs}, not the "
+                         f"{mcfg.architecture} {mcfg.arch_kwargs} this run trains")
+    model.load_state_dict(trained.model.state_dict())
+    log.info("started from every weight of %s (%s)", folder, theirs.name)
 
 
 def trainable_forward(cfg: TrainConfig, model: torch.nn.Module, ranks: distributed.Ranks) -> torch.nn.Module:
@@ -227,15 +259,18 @@ def make_scaler(cfg: TrainConfig) -> torch.amp.GradScaler:
 
 
 def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int,
-               scaler: torch.amp.GradScaler | None = None):
-    """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs."""
+               scaler: torch.amp.GradScaler | None = None, age_table: torch.Tensor | None = None):
+    """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs.
+
+    `age_table`: per-year weights of the age loss (age_weight_table), or None for equal weights.
+    """
     scaler = scaler or make_scaler(cfg)
     x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=amp_dtype(cfg), enabled=cfg.amp):
         age_logits, gender_logit = model(x)
-    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss)
+    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss, age_table)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -246,7 +281,8 @@ def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, sched
 
 def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Module, loader: DataLoader, optimizer,
                 scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float,
-                ranks: distributed.Ranks = distributed.ONE_PROCESS, scaler: torch.amp.GradScaler | None = None) -> dict:
+                ranks: distributed.Ranks = distributed.ONE_PROCESS, scaler: torch.amp.GradScaler | None = None,
+                age_table: torch.Tensor | None = None) -> dict:
     """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` in DDP and/or compiled.
 
     The running totals are summed over the ranks at the end: the history shows the global batch's.
@@ -258,7 +294,8 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
                disable=not ranks.main)
     for batch in bar:
-        loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min, scaler)
+        loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min, scaler,
+                                                    age_table)
         _, age_low, age_high, gender, _, _ = batch
         state.step += 1
         with torch.no_grad():
@@ -326,12 +363,13 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig) -> dict:
     mcfg = loaded.config
     out = collect_outputs(loaded.model, val_loader, cfg.device, flip=mcfg.flip)
     # Fitted on the validation faces of every data set in the pack.
-    mcfg.age_temperature = fit_age_temperature(out, mcfg.age_min, mcfg.range_coverage)
+    mcfg.age_temperature, mcfg.range_level = fit_age_range(out, mcfg.age_min, mcfg.range_coverage)
     mcfg.gender_temperature = fit_gender_temperature(out)
     save_model(loaded.model, mcfg, run_dir)
     metrics: dict = split_metrics(out, mcfg.age_min, mcfg.age_temperature, mcfg.gender_temperature,
-                                  mcfg.range_coverage)
-    metrics.update(age_temperature=mcfg.age_temperature, gender_temperature=mcfg.gender_temperature)
+                                  mcfg.range_level)
+    metrics.update(age_temperature=mcfg.age_temperature, range_level=mcfg.range_level,
+                   gender_temperature=mcfg.gender_temperature)
     (run_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("validation after calibration: %s", json.dumps(metrics))
     return metrics
