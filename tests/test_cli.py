@@ -122,3 +122,23 @@ def test_shards_merge_into_the_same_csv_as_one_process(tmp_path, monkeypatch, ca
     assert merged.read_text() == whole.read_text()
     with pytest.raises(SystemExit, match="finish every shard"):
         main([str(photos), "--out", str(tmp_path / "x.csv"), "--merge", str(parts[0])])
+
+
+def test_extract_split_copies_the_photos_of_one_split_as_they_are(tiny_pack, utk_folder, ff_folder, tmp_path):
+    import csv
+    import tarfile
+
+    from tools.extract_split import extract
+
+    # UTKFace as its archive holds it (UTKFace/NAME), FairFace as a folder.
+    archive = tmp_path / "UTKFace.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(utk_folder, arcname="UTKFace")
+    written = extract([archive, ff_folder], tiny_pack / "splits.csv", "test", tmp_path / "test_photos")
+    with (tiny_pack / "splits.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    assert sum(written.values()) == len(rows) > 0
+    for r in rows:
+        copy = ("UTKFace/" if r["dataset"] == "utkface" else "") + r["file"]
+        source = utk_folder if r["dataset"] == "utkface" else ff_folder
+        assert (tmp_path / "test_photos" / copy).read_bytes() == (source / r["file"]).read_bytes()

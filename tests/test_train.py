@@ -42,7 +42,7 @@ def test_two_steps_then_save_reload_identical_outputs(tiny_pack, tmp_path):
     assert torch.equal(first.age.mean, again.age.mean) and torch.equal(first.p_female, again.p_female)
     # The calibration fitted on validation is in the config the app reads.
     val = json.loads((run / "val_metrics.json").read_text())
-    assert c.age_temperature == val["age_temperature"]
+    assert (c.age_temperature, c.range_level) == (val["age_temperature"], val["range_level"])
 
 
 def test_resume_continues_exactly_where_it_stopped(tiny_pack, tmp_path, monkeypatch):

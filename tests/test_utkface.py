@@ -106,3 +106,24 @@ def json_seed(pack_dir) -> int:
     import json
 
     return json.loads((pack_dir / "prepare.json").read_text())["seed"]
+
+
+def test_a_source_added_later_costs_only_its_own_images(utk_folder, ff_folder, tmp_path, monkeypatch):
+    import training.data.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "PART_SIZE", 4)  # 17 UTKFace records: parts 0-3 whole, part 4 straddles
+    out = tmp_path / "grown"
+    prepare_module.prepare([utk_folder], out)
+    parts = sorted((out / "parts").iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in parts}
+    prepare_module.prepare([utk_folder, ff_folder], out)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    assert all(after[f"part_{i:05d}.npz"] == before[f"part_{i:05d}.npz"] for i in range(4))  # not redone
+    assert after["part_00004.npz"] != before["part_00004.npz"]
+    fresh = tmp_path / "fresh"
+    prepare_module.prepare([utk_folder, ff_folder], fresh)
+    grown, made = np.load(out / "faces.npz"), np.load(fresh / "faces.npz")
+    assert all(np.array_equal(grown[k], made[k]) for k in made.files)
+    assert (out / "splits.csv").read_text() == (fresh / "splits.csv").read_text()
+    with pytest.raises(ValueError, match="other data or another seed"):  # a source put first would mix parts
+        prepare_module.prepare([ff_folder, utk_folder], out)
