@@ -6,6 +6,8 @@ section, metric names and licence sentence come from its spec.
 
 from __future__ import annotations
 
+import math
+
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
@@ -17,12 +19,14 @@ from training.evaluation.report import breakdown_cells, headline
 
 # (metric type, name on the card, key in the metrics) per kind of age label, for the card's model-index.
 CARD_METRICS = {
-    "year": (("mae", "Age MAE (years)", "age_mae"), ("cs5", "Age CS@5", "age_cs5"),
+    "year": (("mae", "Age MAE (years)", "age_mae"), ("mae", "Age MAE, true ages 60+ (years)", "age_mae_60_plus"),
+             ("cs5", "Age CS@5", "age_cs5"),
              ("coverage", "80% age range coverage", "age_range_coverage"),
              ("accuracy", "Gender accuracy", "gender_accuracy"),
              ("ece", "Gender expected calibration error", "gender_ece")),
     "group": (("accuracy", "Age group accuracy (exact)", "age_group_exact"),
               ("accuracy", "Age group accuracy (within one group)", "age_group_within_one"),
+              ("coverage", "80% age range coverage (share of the group's years)", "age_range_coverage"),
               ("accuracy", "Gender accuracy", "gender_accuracy"),
               ("ece", "Gender expected calibration error", "gender_ece")),
 }
@@ -36,6 +40,8 @@ def build_card(config: ModelConfig, metrics: dict | None, repo_id: str, trained_
     for dataset in evaluated:
         overall = metrics[dataset.name]["overall"]
         for metric_type, name, key in CARD_METRICS[dataset.age_kind]:
+            if not math.isfinite(overall.get(key, math.nan)):  # e.g. no face of 60+ in the split
+                continue
             eval_results.append(EvalResult(
                 task_type="image-classification", dataset_type=dataset.name,
                 dataset_name=f"{dataset.title} ({metrics['split']} split)", metric_type=metric_type,

@@ -9,6 +9,7 @@ spec's `breakdowns` (age band and ethnicity for UTKFace, race and age group for 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -211,11 +212,12 @@ def headline(dataset: DatasetSpec, overall: dict) -> list[tuple[str, str]]:
     o = overall
     if dataset.age_kind == YEAR:
         return [(f"{dataset.title} age MAE", f"{o['age_mae']:.2f}"), ("CS@5", pct(o["age_cs5"])),
+                ("MAE 60+", f"{o.get('age_mae_60_plus', math.nan):.2f}"),
                 ("80 % range coverage", pct(o["age_range_coverage"])), ("gender acc.", pct(o["gender_accuracy"], 2)),
                 ("gender ECE", f"{o['gender_ece']:.3f}")]
     return [(f"{dataset.title} age group exact", pct(o["age_group_exact"])),
-            ("within one", pct(o["age_group_within_one"])), ("gender acc.", pct(o["gender_accuracy"], 2)),
-            ("gender ECE", f"{o['gender_ece']:.3f}")]
+            ("within one", pct(o["age_group_within_one"])), ("80 % range coverage", pct(o["age_range_coverage"])),
+            ("gender acc.", pct(o["gender_accuracy"], 2)), ("gender ECE", f"{o['gender_ece']:.3f}")]
 
 
 def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
