@@ -130,3 +130,15 @@ def test_the_shared_archive_reads_whole():
     records, _, stats = FAIRFACE.scan(SHARED_FAIRFACE)
     assert stats.files == 15000 and not stats.skipped
     assert len(records) + stats.duplicates == 15000
+
+
+SHARED_FAIRFACE_MORE = SHARED_FAIRFACE.parent / "FairFace-train-15001-36000.tar.gz"
+
+
+@pytest.mark.skipif(not SHARED_FAIRFACE_MORE.is_file(), reason="needs ../shared/data/FairFace-train-15001-36000.tar.gz")
+def test_the_second_shared_archive_reads_whole():
+    # WebP photos and a labels file of their own name (labels-15001-36000.csv).
+    records, data, stats = FAIRFACE.scan(SHARED_FAIRFACE_MORE)
+    assert stats.files == 21000 and not stats.skipped
+    assert len(records) + stats.duplicates == 21000
+    assert records[0].file == "fairface/train/15001.webp" and data[records[0].key][8:12] == b"WEBP"

@@ -1,6 +1,7 @@
 """Crop every face of data-set downloads with the app's own detector and alignment, and pack them.
 
-    python -m training.prepare --data PATH/UTKFace.tar.gz --data PATH/FairFace-train-15k.tar --out data/faces
+    python -m training.prepare --data PATH/UTKFace.tar.gz --data PATH/FairFace-train-15k.tar \
+        --data PATH/FairFace-train-15001-36000.tar.gz --out data/faces
 
 Each --data is an archive or a folder, as downloaded; which data set it is (UTKFace, FairFace, or
 any other registered in training/data/), is recognised from its content. Writes splits.csv,
