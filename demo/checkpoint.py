@@ -48,6 +48,10 @@ class ModelConfig:
     gender_temperature: float = 1.0  # fitted on validation by log-likelihood
     range_coverage: float = 0.8  # what the range claims to hold
     range_level: float = 0.8
+    # Added to the age logits (one per year) before anything is read from them: -tau * log of the
+    # training faces' age density, tau fitted on validation (post-hoc logit adjustment, Menon et al.
+    # 2021). Moves answers towards ages few training faces had (the old, most of all); () for none.
+    age_logit_offsets: tuple[float, ...] = ()
     # Average each answer over the face and its mirror image (calibration is fitted the same way).
     flip: bool = False
     gender_labels: tuple[str, str] = ("male", "female")
@@ -57,6 +61,12 @@ class ModelConfig:
     @property
     def num_age_bins(self) -> int:
         return self.age_max - self.age_min + 1
+
+    def served_age_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The age head's logits as the model's answers read them: with `age_logit_offsets` added."""
+        if not self.age_logit_offsets:
+            return logits
+        return logits.float() + torch.tensor(self.age_logit_offsets, device=logits.device)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -70,7 +80,7 @@ class ModelConfig:
             raise ValueError(f"unknown keys {sorted(unknown)}")
         if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise ValueError(f"format_version {data['format_version']} is not {FORMAT_VERSION}")
-        for key in ("mean", "std", "gender_labels", "tasks"):
+        for key in ("mean", "std", "gender_labels", "tasks", "age_logit_offsets"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -136,9 +146,10 @@ class LoadedModel:
         c = self.config
         batch = batch.to(self.device, memory_format=torch.channels_last)
         age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
+        age = decode_age(c.served_age_logits(age_logits), c.age_min, c.age_temperature, c.range_level)
         # A head whose loss had no weight in training is untrained: its output means nothing.
         return Prediction(
-            age=decode_age(age_logits, c.age_min, c.age_temperature, c.range_level) if "age" in c.tasks else None,
+            age=age if "age" in c.tasks else None,
             p_female=gender_probability(gender_logit, c.gender_temperature) if "gender" in c.tasks else None,
         )
 

@@ -62,3 +62,27 @@ def pooled_temperature_fit(out: Outputs) -> list[float]:
     pooled = {t: sum(c * n for c, n in zip(coverages(out, t, 0.8), (1500, 1500))) / 3000
               for t in torch.linspace(0.5, 4.0, 36).tolist()}
     return coverages(out, min(pooled, key=lambda t: abs(pooled[t] - 0.8)), 0.8)
+
+
+def test_logit_adjustment_takes_back_a_prior_as_far_as_the_tolerance_allows():
+    from training.evaluation.metrics import fit_age_adjustment
+
+    g = torch.Generator().manual_seed(3)
+    # Training ages mostly near 30; the faces to answer are of every age. A model that folds the
+    # prior into its answers pulls old faces towards 30; one that does not, answers them as seen.
+    prior = torch.exp(-0.5 * ((AGES - 30) / 12) ** 2) + 0.01
+    log_prior = prior.log() - prior.log().mean()
+    age = (10 + 70 * torch.rand(2000, generator=g)).round()
+    seen = -0.5 * ((AGES[None, :] - (age + 4 * torch.randn(2000, generator=g))[:, None]) / 5) ** 2
+    zeros = torch.zeros(2000, dtype=torch.long)
+
+    def out(logits):
+        return Outputs(logits, torch.zeros(2000), age.long(), age.long(), zeros, zeros, zeros)
+
+    folded = fit_age_adjustment(out(seen + log_prior), 1, log_prior, tolerance=0.05)
+    assert folded == 1.0  # taking all of the prior back out makes every answer better
+    plain = fit_age_adjustment(out(seen), 1, log_prior, tolerance=0.05)
+    assert plain < 0.5  # here it only costs: as much as 0.05 years allows
+    mae = [split_metrics(out(seen - t * log_prior), 1)["utkface"]["age_mae"] for t in (0.0, plain)]
+    assert mae[1] <= mae[0] + 0.05
+    assert fit_age_adjustment(out(seen), 1, log_prior, tolerance=0.0) == 0.0

@@ -72,3 +72,14 @@ def test_a_pickle_beside_the_weights_is_never_read(tmp_path, monkeypatch):
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle that must not be read")
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
     load_model(tmp_path)
+
+
+def test_age_logit_offsets_are_kept_and_served(tmp_path):
+    offsets = tuple([0.0] * 79 + [30.0] + [0.0] * 36)  # a huge push towards age 80
+    _tiny(tmp_path / "plain")
+    _tiny(tmp_path / "pushed", age_logit_offsets=offsets)
+    pushed = load_model(tmp_path / "pushed")
+    assert pushed.config.age_logit_offsets == offsets  # read back as saved (a tuple, as the dataclass holds it)
+    x = torch.randn(2, 3, 32, 32)
+    assert load_model(tmp_path / "plain").predict(x).age.mean.max() < 79
+    assert torch.allclose(pushed.predict(x).age.mean, torch.full((2,), 80.0), atol=0.01)

@@ -259,3 +259,18 @@ def test_the_command_line_is_made_from_the_config(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({"epochz": 3}))
     with pytest.raises(SystemExit, match="unknown TrainConfig setting"):
         parse_args(["--config", str(tmp_path / "bad.json")])
+
+
+def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path, capsys):
+    from training.calibrate import main as calibrate_main
+
+    run = train(_config(tiny_pack, tmp_path / "run", epochs=1, age_adjust_tolerance=0.0))
+    weights = (run / "model.safetensors").read_bytes()
+    assert load_model(run).config.age_logit_offsets == ()
+    calibrate_main([str(run), "--age-adjust-tolerance", "100"])  # any adjustment allowed: tau = 1
+    config = load_model(run).config
+    val = json.loads((run / "val_metrics.json").read_text())
+    assert val["age_adjustment"] == 1.0 and len(config.age_logit_offsets) == config.num_age_bins
+    assert json.loads((run / "train_config.json").read_text())["age_adjust_tolerance"] == 100
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert "logit adjustment 1" in capsys.readouterr().out

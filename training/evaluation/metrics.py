@@ -161,6 +161,28 @@ def gender_metrics(out: Outputs, gender_temperature: float = 1.0) -> dict[str, f
     }
 
 
+def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, tolerance: float) -> float:
+    """The strength tau of post-hoc logit adjustment, `logits - tau * log_density`, for `out`.
+
+    A model trained on imbalanced ages answers with their prior folded in, pulling rare (old)
+    faces towards common ages; subtracting tau times the log of the training faces' age density
+    takes part of that prior back out (Menon et al., "Long-tail learning via logit adjustment",
+    2021). tau = 1 undoes it all, which costs accuracy on the common ages: the tau chosen is the
+    largest on a grid over 0..1 whose MAE on the year-labelled faces of `out` is at most
+    `tolerance` years above tau = 0's (0 when `out` has no such faces).
+    """
+    year = out.age_low == out.age_high
+    if not year.any() or tolerance <= 0:
+        return 0.0
+    logits, ages = out.age_logits[year].float(), out.age_low[year].float()
+
+    def mae(tau: float) -> float:
+        return float((decode_age(logits - tau * log_density, age_min).mean - ages).abs().mean())
+
+    limit = mae(0.0) + tolerance
+    return max((float(t) for t in np.linspace(0.0, 1.0, 21) if mae(float(t)) <= limit), default=0.0)
+
+
 def fit_age_range(out: Outputs, age_min: int, coverage: float = 0.8) -> tuple[float, float]:
     """The (temperature, level) whose ranges hold `coverage` of true ages on every data set in `out`.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def evaluate_model(loaded: LoadedModel, pack: FacePack, split: str, device: str,
     ds = FaceDataset(pack, pack.indices(split, limit), c.input_size, c.mean, c.std)
     out = collect_outputs(loaded.model.to(device), DataLoader(ds, batch_size=batch_size, num_workers=0), device,
                           flip=c.flip)
+    out = replace(out, age_logits=c.served_age_logits(out.age_logits))  # as the app reads them
     metrics: dict = {"model": c.name, "architecture": c.architecture, "input_size": c.input_size, "split": split,
                      "flip": c.flip}
     for d, name in enumerate(spec.names()):

@@ -79,6 +79,9 @@ class TrainConfig:
                                            ".dat, or a trained model's model.safetensors); default: downloaded")
     init_from: str | None = setting(None, "start every weight, heads included, from a trained model of the same "
                                     "network (its folder): continue training it, e.g. on more data")
+    age_adjust_tolerance: float = setting(0.05, "after training: adjust the age head towards ages rare in training "
+                                          "(post-hoc logit adjustment) as far as costs at most this many years of "
+                                          "validation MAE; 0: no adjustment")
     flip: bool = setting(False, "average answers over the face and its mirror image (calibration and serving)")
     epochs: int = setting(30, "epochs in all")
     stage1_epochs: int = setting(1, "two_stage: epochs training the heads alone, the trunk frozen")

@@ -32,6 +32,7 @@ from training.data.pack import FacePack
 from training.evaluation.metrics import (
     Outputs,
     collect_outputs,
+    fit_age_adjustment,
     fit_age_range,
     fit_gender_temperature,
     split_metrics,
@@ -182,7 +183,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
         if ranks.active:  # rank 0 validated its share only; calibration wants every validation face
             val_loader = make_loader(cfg, FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size,
                                                       mcfg.mean, mcfg.std, in_memory=cfg.crops_in_memory))
-        calibrate(run_dir, val_loader, cfg)
+        calibrate(run_dir, val_loader, cfg, pack)
     return run_dir
 
 
@@ -357,22 +358,37 @@ def save_resume(path: Path, model, optimizer, scheduler, stage: Stage, state: Ru
                     "state": dataclasses.asdict(state), "scaler": scaler.state_dict() if scaler else {}}, tmp)
 
 
-def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig) -> dict:
-    """Fit both temperatures on validation for the best checkpoint; write them and its metrics."""
+def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: FacePack) -> dict:
+    """Fit the age head's logit adjustment, its range and the gender temperature on validation, for
+    the best checkpoint; write them into its config, and its validation metrics."""
     loaded = load_model(run_dir, cfg.device)
     mcfg = loaded.config
     out = collect_outputs(loaded.model, val_loader, cfg.device, flip=mcfg.flip)
     # Fitted on the validation faces of every data set in the pack.
+    log_density = training_log_density(cfg, mcfg, pack)
+    tau = fit_age_adjustment(out, mcfg.age_min, log_density, cfg.age_adjust_tolerance)
+    mcfg.age_logit_offsets = tuple((-tau * log_density).tolist()) if tau else ()
+    out = dataclasses.replace(out, age_logits=mcfg.served_age_logits(out.age_logits))
     mcfg.age_temperature, mcfg.range_level = fit_age_range(out, mcfg.age_min, mcfg.range_coverage)
     mcfg.gender_temperature = fit_gender_temperature(out)
     save_model(loaded.model, mcfg, run_dir)
     metrics: dict = split_metrics(out, mcfg.age_min, mcfg.age_temperature, mcfg.gender_temperature,
                                   mcfg.range_level)
-    metrics.update(age_temperature=mcfg.age_temperature, range_level=mcfg.range_level,
+    metrics.update(age_adjustment=tau, age_temperature=mcfg.age_temperature, range_level=mcfg.range_level,
                    gender_temperature=mcfg.gender_temperature)
     (run_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("validation after calibration: %s", json.dumps(metrics))
     return metrics
+
+
+def training_log_density(cfg: TrainConfig, mcfg: ModelConfig, pack: FacePack) -> torch.Tensor:
+    """Log of the training faces' smoothed age density (losses.age_density), centred; years no face
+    is near count as a hundredth of the commonest, so that the adjustment stays bounded."""
+    train = pack.indices("train", cfg.train_limit or cfg.limit)
+    density = age_density(torch.from_numpy(pack.age_low[train]), torch.from_numpy(pack.age_high[train]),
+                          mcfg.age_min, mcfg.num_age_bins, cfg.loss.age_sigma)
+    log_density = density.clamp(min=float(density.max()) / 100).log()
+    return log_density - log_density.mean()
 
 
 def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int, loader_only: bool = False) -> float:

@@ -1,0 +1,54 @@
+"""Fit a trained model's calibration on the validation faces again, as training ends by doing.
+
+    python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
+
+Refits the age head's logit adjustment, its range (temperature and level) and the gender
+temperature of the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
+and rewrites its config.json and val_metrics.json; the weights are not touched. For a run trained
+before the calibration changed, or to try another tolerance without training again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from training.data.dataset import FaceDataset
+from training.data.pack import FacePack
+from training.fit.config import TrainConfig, load_json
+from training.fit.trainer import CONFIG_NAME, calibrate, make_loader
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a run folder written by training.train")
+    parser.add_argument("--data", type=Path, help="the pack to take validation faces from (default: the run's)")
+    parser.add_argument("--age-adjust-tolerance", type=float, help="default: the run's setting")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        saved = load_json(args.run / CONFIG_NAME)
+        saved.update(out=str(args.run), device=args.device)
+        if args.data:
+            saved["data"] = str(args.data)
+        if args.age_adjust_tolerance is not None:
+            saved["age_adjust_tolerance"] = args.age_adjust_tolerance
+        cfg = TrainConfig.from_dict(saved)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    (args.run / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")  # the settings it was fitted with
+    pack = FacePack(cfg.data)
+    mcfg = cfg.model_config()
+    val = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std,
+                      in_memory=cfg.crops_in_memory)
+    metrics = calibrate(args.run, make_loader(cfg, val), cfg, pack)
+    print(f"calibrated {args.run}: logit adjustment {metrics['age_adjustment']:g}, age temperature "
+          f"{metrics['age_temperature']:.3f} at level {metrics['range_level']:.2f}, gender temperature "
+          f"{metrics['gender_temperature']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
