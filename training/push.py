@@ -49,12 +49,22 @@ def training_summary(folder: Path) -> str | None:
     rate = sum(float(r["images_per_s"]) for r in rows) / len(rows)
     stages = ""
     if cfg.recipe == "two_stage":
-        stages = (f"; the backbone frozen for {cfg.stage1_epochs} epoch(s), then fine-tuned at learning rate "
-                  f"{cfg.finetune_lr:g} for its top stage, {cfg.layer_decay:g} times that for each stage below")
-    return (f"Trained for {len(rows)} epochs (batch {cfg.batch_size}, input {cfg.input_size} px, device "
-            f"`{cfg.device}`{', bf16 autocast' if cfg.amp else ''}) in {minutes:.0f} minutes of training "
-            f"steps, {rate:.0f} images/s on average{stages}; settings in `train_config.json`, per-epoch log in "
-            "`history.csv`.")
+        frozen = f"the backbone frozen for {cfg.stage1_epochs} epoch(s), then " if cfg.stage1_epochs else ""
+        stages = (f"; {frozen}fine-tuned at learning rate {cfg.finetune_lr:g} for its top stage, "
+                  f"{cfg.layer_decay:g} times that for each stage below")
+    start = (f"Started from every weight of `{cfg.init_from}` (a trained model of the same network) and trained"
+             if cfg.init_from else "Trained")
+    faces = ", ".join(f"{int(v):,} {spec.get(k.removeprefix('n_')).title}" for k, v in rows[-1].items()
+                      if k.startswith("n_") and k.removeprefix("n_") in spec.names())
+    reweight = "" if cfg.loss.age_reweight == "none" else f"; age loss reweighted by rarity ({cfg.loss.age_reweight})"
+    val_path = folder / "val_metrics.json"
+    tau = json.loads(val_path.read_text()).get("age_adjustment", 0) if val_path.is_file() else 0
+    adjusted = (f" After training, the age head's logit adjustment (tau {tau:g}), its 80 % range and the gender "
+                "temperature were fitted on the validation faces." if tau else "")
+    return (f"{start} for {len(rows)} epochs of {faces} faces (batch {cfg.batch_size}, input {cfg.input_size} px, "
+            f"device `{cfg.device}`{', bf16 autocast' if cfg.amp else ''}) in {minutes:.0f} minutes of training "
+            f"steps, {rate:.0f} images/s on average{stages}{reweight}; settings in `train_config.json`, per-epoch "
+            f"log in `history.csv`.{adjusted}")
 
 
 def trained_on(folder: Path) -> list:
