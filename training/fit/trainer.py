@@ -111,12 +111,11 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
 
     age_table = age_weight_table(cfg, mcfg, pack, train_ds.indices)
     model = build_from_config(mcfg)
-    if resume:
-        pass  # the run's own weights are loaded below
-    elif cfg.init_from:
-        load_trained(model, mcfg, Path(cfg.init_from))
-    else:
-        recipe.initialise(model, cfg)
+    if not resume:  # (a resumed run loads its own weights below)
+        if cfg.init_from:
+            load_trained(model, mcfg, Path(cfg.init_from))
+        else:
+            recipe.initialise(model, cfg)
     if ranks.active and cfg.sync_bn and cfg.cuda:
         # BatchNorm statistics over the global batch, as one process computes them. (torch's SyncBatchNorm
         # runs on GPUs only: on the CPU each process keeps its own, over its share of the batch.)
