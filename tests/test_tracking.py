@@ -63,3 +63,15 @@ def test_answers_are_averaged_as_distributions():
 def test_average_keeps_a_missing_task_missing():
     answers = [ModelAnswer(30.0, 25, 35, None), ModelAnswer(32.0, 27, 37, None)]
     assert average(answers).p_female is None
+
+
+def test_average_reads_the_range_at_the_models_level_and_keeps_its_estimates():
+    # Each frame's range distribution (tempered) is flat over 30-39; its estimate (the untempered mean) is 33.
+    probs = np.zeros(116)
+    probs[29:39] = 0.1
+    frames = [ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_level=level) for level in (0.5, 0.5)]
+    answer = average(frames)
+    assert answer.age == 33.0  # the mean of the frames' estimates, not of the tempered distribution (34.5)
+    assert (answer.age_low, answer.age_high) == (32, 37)  # the central 50 %: cdf reaches .25 at 32, .75 at 37
+    wide = average([ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_level=0.8)] * 2)
+    assert (wide.age_low, wide.age_high) == (30, 38)
