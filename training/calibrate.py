@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg = TrainConfig.from_dict(saved)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    (args.run / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")  # the settings it was fitted with
     pack = FacePack(cfg.data)
     mcfg = cfg.model_config()
     val = FaceDataset(pack, pack.indices("val", cfg.limit), cfg.input_size, mcfg.mean, mcfg.std,
                       in_memory=cfg.crops_in_memory)
     metrics = calibrate(args.run, make_loader(cfg, val), cfg, pack)
+    (args.run / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")  # the settings it was fitted with
     print(f"calibrated {args.run}: logit adjustment {metrics['age_adjustment']:g}, age temperature "
           f"{metrics['age_temperature']:.3f} at level {metrics['range_level']:.2f}, gender temperature "
           f"{metrics['gender_temperature']:.3f}")
