@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from demo.checkpoint import forward_with_flip
-from demo.heads import AgeEstimate, decode_age, gender_probability, range_of
+from demo.heads import decode_age, gender_probability, range_of
 from training.data import spec
 from training.data.spec import YEAR, DatasetSpec
 
@@ -106,13 +106,14 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
     return float(sum(n / len(p) * abs(acc - conf) for n, conf, acc in reliability_bins(p, y, bins)))
 
 
-def range_coverage(est: AgeEstimate, age_low: torch.Tensor, age_high: torch.Tensor) -> torch.Tensor:
-    """Per face, the share of its label's years inside the predicted range.
+def range_coverage(low: torch.Tensor, high: torch.Tensor, age_low: torch.Tensor,
+                   age_high: torch.Tensor) -> torch.Tensor:
+    """Per face, the share of its label's years inside the predicted range [low, high] (years).
 
     1 or 0 for an age in years; for a group, the fraction of its years the range covers (the
     true age taken as equally likely anywhere in the group).
     """
-    overlap = (torch.minimum(est.high, age_high.float()) - torch.maximum(est.low, age_low.float()) + 1).clamp(min=0)
+    overlap = (torch.minimum(high, age_high.float()) - torch.maximum(low, age_low.float()) + 1).clamp(min=0)
     return overlap / (age_high - age_low + 1).float()
 
 
@@ -145,7 +146,7 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, age_temperat
         "n": int(len(off)),
         "age_group_exact": float((off == 0).float().mean()),
         "age_group_within_one": float((off <= 1).float().mean()),
-        "age_range_coverage": float(range_coverage(est, out.age_low, out.age_high).mean()),
+        "age_range_coverage": float(range_coverage(est.low, est.high, out.age_low, out.age_high).mean()),
         **gender_metrics(out, gender_temperature),
     }
 
@@ -210,8 +211,8 @@ def fit_age_range(out: Outputs, age_min: int, coverage: float = 0.8, slack: floa
 
 
 def _covered(low: torch.Tensor, high: torch.Tensor, out: Outputs, age_min: int) -> float:
-    est = AgeEstimate(mean=torch.zeros(0), low=(low + age_min).float(), high=(high + age_min).float())
-    return float(range_coverage(est, out.age_low, out.age_high).mean())
+    """range_coverage of bin-index ranges (range_of), averaged over the faces of `out`."""
+    return float(range_coverage((low + age_min).float(), (high + age_min).float(), out.age_low, out.age_high).mean())
 
 
 def fit_gender_temperature(out: Outputs) -> float:

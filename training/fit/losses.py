@@ -33,6 +33,11 @@ def soft_age_targets(ages: torch.Tensor, age_min: int, num_bins: int, sigma: flo
     return weights / weights.sum(dim=1, keepdim=True)
 
 
+def label_years(bins: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor) -> torch.Tensor:
+    """Faces x bins: whether each year bin lies inside each face's label [age_low, age_high]."""
+    return (bins[None, :] >= age_low[:, None]) & (bins[None, :] <= age_high[:, None])
+
+
 def age_losses(logits: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor, age_min: int,
                sigma: float = 2.0, l1_weight: float = 0.1) -> torch.Tensor:
     """Per-face age loss for labels [age_low, age_high] (years); see the module docstring."""
@@ -44,7 +49,7 @@ def age_losses(logits: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tens
     targets = soft_age_targets(age_low, age_min, logits.shape[-1], sigma)
     ce = -(targets * log_probs).sum(dim=-1)
     # Group labels: -log P(low <= age <= high).
-    inside = (bins[None, :] >= low[:, None]) & (bins[None, :] <= high[:, None])
+    inside = label_years(bins, low, high)
     group_nll = -torch.logsumexp(log_probs.masked_fill(~inside, float("-inf")), dim=-1)
     expected = log_probs.exp() @ bins
     outside = F.relu(low - expected) + F.relu(expected - high)  # |expected - age| for a year label
@@ -56,7 +61,7 @@ def age_density(age_low: torch.Tensor, age_high: torch.Tensor, age_min: int, num
     """The share of faces at each year (a group's face spread evenly over its years), smoothed by a
     Gaussian of `sigma` years: LDS's effective label density."""
     bins = age_bins(age_min, age_min + num_bins - 1)
-    inside = ((bins[None, :] >= age_low[:, None]) & (bins[None, :] <= age_high[:, None])).float()
+    inside = label_years(bins, age_low, age_high).float()
     counts = (inside / inside.sum(dim=1, keepdim=True)).sum(dim=0)
     kernel = torch.exp(-0.5 * ((bins[:, None] - bins[None, :]) / sigma) ** 2)
     smoothed = kernel @ counts
@@ -76,7 +81,7 @@ def inverse_sqrt_weights(density: torch.Tensor, age_low: torch.Tensor, age_high:
 def face_weights(table: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor, age_min: int) -> torch.Tensor:
     """Each face's weight from a per-year table: its year's, or the mean over its group's years."""
     bins = age_bins(age_min, age_min + len(table) - 1).to(table.device)
-    inside = ((bins[None, :] >= age_low[:, None].float()) & (bins[None, :] <= age_high[:, None].float())).float()
+    inside = label_years(bins, age_low.float(), age_high.float()).float()
     return (inside @ table) / inside.sum(dim=1)
 
 

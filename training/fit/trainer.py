@@ -109,7 +109,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
              cfg.mix or "natural", cfg.architecture, cfg.recipe,
              f"; {ranks.world} processes, {cfg.batch_size // ranks.world} faces a step each" if ranks.active else "")
 
-    age_table = age_weight_table(cfg, mcfg, pack, train_ds.indices)
+    age_table = age_weight_table(cfg, mcfg, pack)
     model = build_from_config(mcfg)
     if not resume:  # (a resumed run loads its own weights below)
         if cfg.init_from:
@@ -186,11 +186,17 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
     return run_dir
 
 
-def age_weight_table(cfg: TrainConfig, mcfg: ModelConfig, pack: FacePack, train: np.ndarray) -> torch.Tensor | None:
+def training_ages(cfg: TrainConfig, pack: FacePack) -> tuple[torch.Tensor, torch.Tensor]:
+    """The age labels [low, high] of the run's training faces (those its FaceDataset draws from)."""
+    train = pack.indices("train", cfg.train_limit or cfg.limit)
+    return torch.from_numpy(pack.age_low[train]), torch.from_numpy(pack.age_high[train])
+
+
+def age_weight_table(cfg: TrainConfig, mcfg: ModelConfig, pack: FacePack) -> torch.Tensor | None:
     """The per-year weights of the age loss that --age-reweight asks for, from the training faces' ages."""
     if cfg.loss.age_reweight == "none":
         return None
-    low, high = torch.from_numpy(pack.age_low[train]), torch.from_numpy(pack.age_high[train])
+    low, high = training_ages(cfg, pack)
     density = age_density(low, high, mcfg.age_min, mcfg.num_age_bins, cfg.loss.age_sigma)
     table = inverse_sqrt_weights(density, low, high, mcfg.age_min)
     log.info("age loss weights (%s) at ages %s", cfg.loss.age_reweight,
@@ -383,9 +389,7 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
 def training_log_density(cfg: TrainConfig, mcfg: ModelConfig, pack: FacePack) -> torch.Tensor:
     """Log of the training faces' smoothed age density (losses.age_density), centred; years no face
     is near count as a hundredth of the commonest, so that the adjustment stays bounded."""
-    train = pack.indices("train", cfg.train_limit or cfg.limit)
-    density = age_density(torch.from_numpy(pack.age_low[train]), torch.from_numpy(pack.age_high[train]),
-                          mcfg.age_min, mcfg.num_age_bins, cfg.loss.age_sigma)
+    density = age_density(*training_ages(cfg, pack), mcfg.age_min, mcfg.num_age_bins, cfg.loss.age_sigma)
     log_density = density.clamp(min=float(density.max()) / 100).log()
     return log_density - log_density.mean()
 
