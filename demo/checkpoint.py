@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from demo.files import atomic_write
-from demo.heads import AGE_MAX, AGE_MIN, AgeEstimate, decode_age, gender_probability
+from demo.heads import AGE_MAX, AGE_MIN, DEFAULT_RANGE, AgeEstimate, RangeRule, decode_age, gender_probability
 from demo.models import build_model
 
 WEIGHTS_NAME = "model.safetensors"
@@ -42,12 +42,15 @@ class ModelConfig:
     age_min: int = AGE_MIN
     age_max: int = AGE_MAX
     arch_kwargs: dict = field(default_factory=dict)
-    # The range: the central `range_level` of the age distribution at `age_temperature`, both fitted on
-    # validation so that it holds `range_coverage` of true ages on each data set (demo.heads).
+    # The range (demo.heads.RangeRule): from the range_lower[k] to the range_upper[k] percentile of the
+    # age distribution at `age_temperature`, for estimates from range_starts[k] on; fitted on validation
+    # so that it holds `range_coverage` of true ages in every region (training.evaluation.metrics).
     age_temperature: float = 1.0
     gender_temperature: float = 1.0  # fitted on validation by log-likelihood
     range_coverage: float = 0.8  # what the range claims to hold
-    range_level: float = 0.8
+    range_starts: tuple[float, ...] = DEFAULT_RANGE.starts
+    range_lower: tuple[float, ...] = DEFAULT_RANGE.lower
+    range_upper: tuple[float, ...] = DEFAULT_RANGE.upper
     # Added to the age logits (one per year) before anything is read from them: -tau * log of the
     # training faces' age density, tau fitted on validation (post-hoc logit adjustment, Menon et al.
     # 2021). Moves answers towards ages few training faces had (the old, most of all); () for none.
@@ -62,6 +65,14 @@ class ModelConfig:
     def num_age_bins(self) -> int:
         return self.age_max - self.age_min + 1
 
+    @property
+    def range_rule(self) -> RangeRule:
+        return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
+
+    def set_range_rule(self, rule: RangeRule) -> None:
+        self.range_starts, self.range_lower, self.range_upper = rule.starts, rule.lower, rule.upper
+        self.age_temperature = rule.temperature
+
     def served_age_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The age head's logits as the model's answers read them: with `age_logit_offsets` added."""
         if not self.age_logit_offsets:
@@ -74,13 +85,17 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         data = json.loads(text)
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"range_level"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}")
         if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise ValueError(f"format_version {data['format_version']} is not {FORMAT_VERSION}")
-        for key in ("mean", "std", "gender_labels", "tasks", "age_logit_offsets"):
+        if "range_level" in data:  # written before ranges had regions: one central level, read the same way
+            central = RangeRule.central(data.pop("range_level"))
+            data.update(range_starts=central.starts, range_lower=central.lower, range_upper=central.upper)
+        for key in ("mean", "std", "gender_labels", "tasks", "age_logit_offsets", "range_starts", "range_lower",
+                    "range_upper"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -146,7 +161,7 @@ class LoadedModel:
         c = self.config
         batch = batch.to(self.device, memory_format=torch.channels_last)
         age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
-        age = decode_age(c.served_age_logits(age_logits), c.age_min, c.age_temperature, c.range_level)
+        age = decode_age(c.served_age_logits(age_logits), c.age_min, c.range_rule)
         # A head whose loss had no weight in training is untrained: its output means nothing.
         return Prediction(
             age=age if "age" in c.tasks else None,

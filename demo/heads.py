@@ -1,11 +1,12 @@
 """The two task heads shared by both models, and how their outputs become years and probabilities.
 
 The age head predicts a distribution over whole years (one logit per year, AGE_MIN..AGE_MAX).
-Its mean is the point estimate. The range is read from the same distribution made flatter or
-sharper by a temperature, between the percentiles that leave out (1 - level) / 2 on each side;
-temperature and level are fitted together on the validation faces after training, so that the
-range holds 80 % of true ages on each data set (training.evaluation.metrics.fit_age_range). The
-estimate itself is the trained distribution's mean, which the temperature does not move.
+Its mean is the point estimate. The range runs between two percentiles of the same distribution
+(a `RangeRule`), chosen by where the estimate lies: a baby's range cannot reach below age 1 and an
+old face's estimate is pulled towards the middle, so one central percentile range misses both.
+The percentiles of each region of the estimate are fitted on the validation faces after training
+so that the range holds 80 % of true ages, below and above alike, in that region
+(training.evaluation.metrics.fit_age_range).
 """
 
 from __future__ import annotations
@@ -42,6 +43,45 @@ def _mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn
 
 
 @dataclass(frozen=True)
+class RangeRule:
+    """Where the range lies in an age distribution, by region of the estimate.
+
+    A face whose estimate (the mean age) is at least starts[k] and below starts[k + 1] gets the
+    range from the first year whose cumulative probability reaches lower[k] to the first reaching
+    upper[k], of its distribution sharpened or flattened by `temperature`. The default is the
+    central 80 % everywhere.
+    """
+
+    starts: tuple[float, ...] = (float(AGE_MIN),)
+    lower: tuple[float, ...] = (0.1,)
+    upper: tuple[float, ...] = (0.9,)
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not len(self.starts) == len(self.lower) == len(self.upper) >= 1:
+            raise ValueError("a range rule needs one start, lower and upper level per region")
+        if any(not 0.0 <= lo <= hi <= 1.0 for lo, hi in zip(self.lower, self.upper)):
+            raise ValueError(f"range levels must satisfy 0 <= lower <= upper <= 1: {self.lower}, {self.upper}")
+
+    @classmethod
+    def central(cls, level: float, temperature: float = 1.0) -> RangeRule:
+        """The central `level` of the distribution at `temperature`, for every estimate."""
+        return cls(lower=((1 - level) / 2,), upper=((1 + level) / 2,), temperature=temperature)
+
+    def region(self, mean: torch.Tensor) -> torch.Tensor:
+        """Index of the region each estimate falls in."""
+        return torch.bucketize(mean.float(), torch.tensor(self.starts[1:], device=mean.device), right=True)
+
+    def read(self, probs: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bin indices [low, high] of the range of (already tempered) distributions `probs` with estimates `mean`."""
+        region = self.region(mean)
+        lower = torch.tensor(self.lower, device=probs.device)[region]
+        upper = torch.tensor(self.upper, device=probs.device)[region]
+        cdf = probs.cumsum(dim=-1)
+        return _first_reaching(cdf, lower.unsqueeze(-1)), _first_reaching(cdf, upper.unsqueeze(-1))
+
+
+@dataclass(frozen=True)
 class AgeEstimate:
     mean: torch.Tensor  # years, float
     low: torch.Tensor  # years, integer-valued
@@ -53,30 +93,23 @@ def age_bins(age_min: int, age_max: int) -> torch.Tensor:
     return torch.arange(age_min, age_max + 1, dtype=torch.float32)
 
 
-def decode_age(
-    logits: torch.Tensor, age_min: int, temperature: float = 1.0, level: float = 0.8
-) -> AgeEstimate:
-    """Mean age of the predicted distribution, and the central `level` range of it at `temperature`.
+DEFAULT_RANGE = RangeRule()
 
-    low is the first year whose cumulative probability reaches (1 - level) / 2, high the first
-    whose cumulative probability reaches (1 + level) / 2. The mean is the untempered one: the
-    estimate training made (its L1 term is on this mean), whatever shape the range is given.
+
+def decode_age(logits: torch.Tensor, age_min: int, rule: RangeRule = DEFAULT_RANGE) -> AgeEstimate:
+    """Mean age of the predicted distribution, and its range as `rule` reads it.
+
+    The mean is the untempered one: the estimate training made (its L1 term is on this mean),
+    whatever shape the range is given.
     """
     bins = age_bins(age_min, age_min + logits.shape[-1] - 1).to(logits.device)
     mean = torch.softmax(logits.float(), dim=-1) @ bins
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    low, high = range_of(probs, level)
+    probs = torch.softmax(logits.float() / rule.temperature, dim=-1)
+    low, high = rule.read(probs, mean)
     return AgeEstimate(mean=mean, low=(low + age_min).float(), high=(high + age_min).float(), probs=probs)
 
 
-def range_of(probs: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bin indices of the central `level` range of distributions over the bins (last dimension)."""
-    cdf = probs.cumsum(dim=-1)
-    tail = (1.0 - level) / 2
-    return _first_reaching(cdf, tail), _first_reaching(cdf, 1.0 - tail)
-
-
-def _first_reaching(cdf: torch.Tensor, level: float) -> torch.Tensor:
+def _first_reaching(cdf: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:
     # A small tolerance so a cdf that reaches the level only up to rounding still counts.
     reached = cdf >= level - 1e-6
     return reached.float().argmax(dim=-1)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from demo.checkpoint import LoadedModel
 from demo.faces import MIN_FACE_SIZE, MIN_JUDGE_SIZE, MIN_SCORE, Face, FaceDetector, align_crop, to_model_input
+from demo.heads import DEFAULT_RANGE, RangeRule
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,10 @@ class ModelAnswer:
     age_low: int | None
     age_high: int | None
     p_female: float | None
-    # The distribution over the years (from AGE_MIN) the range was read from, and the share of it the
-    # range spans: what the webcam's tracker averages over frames and reads its range from.
+    # The distribution over the years (from AGE_MIN) the range was read from, and how the model reads
+    # its range: what the webcam's tracker averages over frames and reads its range from.
     age_probs: np.ndarray | None = field(default=None, compare=False, repr=False)
-    range_level: float = field(default=0.8, compare=False, repr=False)
+    range_rule: RangeRule = field(default=DEFAULT_RANGE, compare=False, repr=False)
 
     @property
     def gender(self) -> str | None:
@@ -146,7 +147,7 @@ class Predictor:
                         age_high=None if age is None else int(age.high[i]),
                         p_female=None if p_female is None else float(p_female[i]),
                         age_probs=None if age is None else age.probs[i].cpu().numpy(),
-                        range_level=c.range_level,
+                        range_rule=c.range_rule,
                     )
             timings[f"model_{name}"] = _ms_since(start)
         return ImageResult(size=image.size, faces=results, timings_ms=timings,

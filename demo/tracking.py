@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from demo.faces import Face
-from demo.heads import AGE_MIN, range_of
+from demo.heads import AGE_MIN
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 
 # Matching: a detection continues a track whose last box overlaps it by at least this much.
@@ -104,8 +104,8 @@ def average(answers: list[ModelAnswer]) -> ModelAnswer:
     if answers[-1].age_probs is None:
         return ModelAnswer(answers[-1].age, answers[-1].age_low, answers[-1].age_high, p_female)
     probs = np.mean([a.age_probs for a in answers], axis=0)
-    level = answers[-1].range_level
-    low, high = (int(i) + AGE_MIN for i in range_of(torch.from_numpy(probs), level))
+    rule = answers[-1].range_rule
     # The mean of the mixture of the frames' (untempered) distributions is the mean of their means.
     age = float(np.mean([a.age for a in answers]))
-    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_level=level)
+    low, high = (int(i) + AGE_MIN for i in rule.read(torch.from_numpy(probs), torch.tensor(age)))
+    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_rule=rule)

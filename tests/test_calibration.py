@@ -1,8 +1,11 @@
-"""The age range's calibration: one (temperature, level) pair that holds 80 % on each data set."""
+"""The age range's calibration: percentiles per region of the estimate that hold 80 % in every age band."""
 
+import pytest
 import torch
 
-from training.evaluation.metrics import Outputs, fit_age_range, split_metrics
+from demo.heads import RangeRule, decode_age
+from training.data.spec import AGE_BANDS, band_name
+from training.evaluation.metrics import Outputs, fit_age_range, range_coverage, split_metrics
 
 AGES = torch.arange(1, 117, dtype=torch.float32)
 
@@ -32,37 +35,78 @@ def joined(*parts: Outputs) -> Outputs:
     return Outputs(**{k: torch.cat([getattr(p, k) for p in parts]) for k in vars(parts[0])})
 
 
-def coverages(out: Outputs, temperature: float, level: float) -> list[float]:
-    return [m["age_range_coverage"] for m in split_metrics(out, 1, temperature, 1.0, level).values()]
+def coverages(out: Outputs, rule: RangeRule) -> list[float]:
+    return [m["age_range_coverage"] for m in split_metrics(out, 1, rule).values()]
 
 
 def test_one_set_gets_its_stated_coverage():
     out = outputs(1500, 0, spread=4.0, scatter=gaussian(7.0), seed=0)  # the model is over-confident
-    temperature, level = fit_age_range(out, 1)
-    assert abs(coverages(out, temperature, level)[0] - 0.8) < 0.01
+    rule = fit_age_range(out, 1)
+    assert abs(coverages(out, rule)[0] - 0.8) < 0.02
+    assert abs(coverages(out, RangeRule.central(0.8))[0] - 0.8) > 0.2  # as predicted, far too narrow
 
 
-def test_years_and_groups_are_both_as_near_80_as_one_range_allows():
+def biased(n: int, seed: int) -> Outputs:
+    """Faces of every age, 1 to 95, answered as a model trained on imbalanced ages does: babies a year
+    too old, the old pulled towards the middle, each a Gaussian around its guess as wide as errors grow
+    with age (a year for a baby, 10 at 90), cut at age 1 (the head has no younger bin), and the truth
+    scattered around the guess as widely."""
+    g = torch.Generator().manual_seed(seed)
+    age = torch.cat([torch.randint(1, 6, (n // 4,), generator=g), torch.randint(6, 96, (n - n // 4,), generator=g)])
+    spread = 1.0 + 0.1 * age.float()
+    guess = age + 1.0 * (age < 3) - 0.25 * (age - 45).clamp(min=0) + spread * torch.randn(len(age), generator=g)
+    logits = -0.5 * ((AGES[None, :] - guess[:, None]) / spread[:, None]) ** 2
+    zeros = torch.zeros(len(age), dtype=torch.long)
+    return Outputs(logits, torch.zeros(len(age)), age, age, zeros, zeros, zeros)
+
+
+@pytest.mark.parametrize("band", AGE_BANDS, ids=band_name)
+def test_every_age_band_gets_70_to_90_percent(band):
+    fitted_on, checked = biased(6000, seed=4), biased(6000, seed=5)  # fit on validation, check on other faces
+    rule = fit_age_range(fitted_on, 1)
+    est = decode_age(checked.age_logits, 1, rule)
+    inside = (checked.age >= est.low) & (checked.age <= est.high)
+    in_band = (checked.age >= band[0]) & (checked.age <= band[1])
+    assert 0.7 <= float(inside[in_band].float().mean()) <= 0.9
+    assert abs(float(inside.float().mean()) - 0.8) < 0.03
+
+
+def test_one_central_range_misses_the_old():
+    # What the fit per region is for: the central part of the same answers, at one level, widened until
+    # it holds 80 % overall, leaves the old out (their estimates are pulled down, the range with them).
+    checked = biased(6000, seed=5)
+    level = next(lv for lv in torch.linspace(0.8, 0.999, 200).tolist()
+                 if coverages(checked, RangeRule.central(lv))[0] >= 0.8)
+    est = decode_age(checked.age_logits, 1, RangeRule.central(level))
+    inside = (checked.age >= est.low) & (checked.age <= est.high)
+    assert float(inside[checked.age >= 70].float().mean()) < 0.7
+
+
+def test_years_and_groups_are_both_near_80():
     # As with UTKFace and FairFace: one set labelled in years, the other in decades, which a range
-    # covers only in part; a temperature fitted on both pooled leaves one too wide, the other too narrow.
+    # covers only in part; one rule serves both.
     out = joined(outputs(1500, 0, 5.0, gaussian(6.0), seed=1), outputs(1500, 1, 5.0, laplace(6.0), seed=2, groups=True))
-    temperature, level = fit_age_range(out, 1)
-    fitted = coverages(out, temperature, level)
-    pooled = pooled_temperature_fit(out)  # how the range was fitted before: one temperature, level 0.8
-    # Here (Gaussian predictions) both knobs only set the width, so the two sets stay ~15 points
-    # apart whatever the pair: the worse set ends no further from 80 % than the pooled fit leaves it,
-    # give or take the fit's slack (0.01) for narrower ranges, and the sets straddle 80 %.
-    assert max(abs(c - 0.8) for c in fitted) <= max(abs(c - 0.8) for c in pooled) + 0.01
-    assert fitted[0] > 0.8 > fitted[1]
-    # The estimate is untouched by the pair (the mean of the untempered distribution).
-    assert split_metrics(out, 1, temperature, 1.0, level)["utkface"]["age_mae"] == split_metrics(out, 1)["utkface"][
-        "age_mae"]
+    rule = fit_age_range(out, 1)
+    # Partly covered decades count for less than whole years: the two straddle 80 %.
+    fitted = coverages(out, rule)
+    assert fitted[0] > 0.8 > fitted[1] and abs(sum(fitted) / 2 - 0.8) < 0.02 and min(fitted) > 0.7
+    # The estimate is untouched by the rule (the mean of the untempered distribution).
+    assert split_metrics(out, 1, rule)["utkface"]["age_mae"] == split_metrics(out, 1)["utkface"]["age_mae"]
 
 
-def pooled_temperature_fit(out: Outputs) -> list[float]:
-    pooled = {t: sum(c * n for c, n in zip(coverages(out, t, 0.8), (1500, 1500))) / 3000
-              for t in torch.linspace(0.5, 4.0, 36).tolist()}
-    return coverages(out, min(pooled, key=lambda t: abs(pooled[t] - 0.8)), 0.8)
+def test_the_open_group_at_the_top_is_covered_as_old_ages_are_spread():
+    from training.data.ages import old_age_prior, year_weights
+
+    prior = old_age_prior()
+    assert prior.sum().item() == pytest.approx(1.0) and prior[:20].sum() > 0.85  # mostly 70-89
+    low, high = torch.tensor([70, 30, 40]), torch.tensor([116, 39, 40])
+    weights = year_weights(low, high, 1, 116)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(3))
+    assert torch.equal(weights[0, 69:], prior) and torch.allclose(weights[1, 29:39], torch.full((10,), 0.1))
+    assert weights[2, 39] == 1.0
+    covered = range_coverage(torch.tensor([70.0, 30.0, 41.0]), torch.tensor([84.0, 34.0, 50.0]), low, high, 1, 116)
+    assert covered[0].item() == pytest.approx(prior[:15].sum().item()) and covered[0] > 0.6  # evenly: 15 / 47
+    assert covered[1:].tolist() == pytest.approx([0.5, 0.0])
 
 
 def test_logit_adjustment_takes_back_a_prior_as_far_as_the_tolerance_allows():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from demo.heads import decode_age, gender_probability
+from demo.heads import RangeRule, decode_age, gender_probability
 from training.fit.losses import LossWeights, age_loss, gender_loss, multitask_loss, soft_age_targets
 
 
@@ -40,20 +40,31 @@ def test_multitask_weights_and_single_task():
 def test_decode_age_mean_and_range_by_hand():
     # P over ages 10..14 = .1 .1 .6 .1 .1: mean 12; cdf .1 .2 .8 .9 1.0 -> 10th pct 10, 90th pct 13
     probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1]])
-    est = decode_age(probs.log(), age_min=10, level=0.8)
+    est = decode_age(probs.log(), age_min=10, rule=RangeRule.central(0.8))
     assert est.mean.item() == pytest.approx(12.0)
     assert (est.low.item(), est.high.item()) == (10, 13)
     # A 50 % range: 25th pct reaches at age 12 (cdf .8), 75th pct at 12 too.
-    est = decode_age(probs.log(), age_min=10, level=0.5)
+    est = decode_age(probs.log(), age_min=10, rule=RangeRule.central(0.5))
     assert (est.low.item(), est.high.item()) == (12, 12)
+
+
+def test_a_range_rule_reads_each_region_of_the_estimate_at_its_own_percentiles():
+    # The same distribution (cdf .1 .2 .8 .9 1.0 over 10..14, mean 12) read by two regions' rules:
+    # estimates from 12 on take the 5th to 95th percentile (10 to 14), below 12 the 30th to 70th (12 to 12).
+    probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1]] * 2)
+    rule = RangeRule(starts=(1.0, 12.0), lower=(0.3, 0.05), upper=(0.7, 0.95))
+    low, high = rule.read(probs, torch.tensor([11.9, 12.0]))
+    assert low.tolist() == [2, 0] and high.tolist() == [2, 4]
+    with pytest.raises(ValueError, match="lower <= upper"):
+        RangeRule(lower=(0.9,), upper=(0.1,))
 
 
 def test_temperature_widens_the_range():
     # Unimodal logits, peaked at 20, 35, 50, 80: a hotter softmax spreads them.
     ages = torch.arange(1, 117, dtype=torch.float32)
     logits = -(((ages[None, :] - torch.tensor([[20.0], [35.0], [50.0], [80.0]])) / 6) ** 2)
-    narrow = decode_age(logits, 1, temperature=0.5)
-    wide = decode_age(logits, 1, temperature=3.0)
+    narrow = decode_age(logits, 1, RangeRule(temperature=0.5))
+    wide = decode_age(logits, 1, RangeRule(temperature=3.0))
     assert bool(((wide.high - wide.low) > (narrow.high - narrow.low)).all())
 
 
@@ -63,7 +74,7 @@ def test_temperature_and_level_shape_the_range_not_the_estimate():
     logits = -(((ages[None, :] - torch.tensor([[3.0], [70.0]])) / 8) ** 2)
     plain = decode_age(logits, 1)
     for temperature, level in ((0.5, 0.8), (3.0, 0.6), (1.0, 0.95)):
-        est = decode_age(logits, 1, temperature, level)
+        est = decode_age(logits, 1, RangeRule.central(level, temperature))
         assert torch.equal(est.mean, plain.mean)
     assert not torch.allclose(torch.softmax(logits / 3.0, -1) @ ages, plain.mean, atol=0.5)  # a case that would move
 
@@ -92,6 +103,28 @@ def test_lds_weights_by_hand():
     assert face_weights(table, group_low, group_high, 1)[1].item() == pytest.approx(table[59:69].mean().item())
     # Years no face has weigh at most max_ratio times the commonest year.
     assert table.max().item() == pytest.approx(10 * table[19].item())
+
+
+def test_lds_density_is_not_diluted_at_the_ends_of_the_age_range():
+    from training.fit.losses import age_density
+
+    # Every age once: the smoothed density is flat, age 1 and 116 included (a kernel cut at the ends
+    # and not renormalised would give them about half of the middle's).
+    ages = torch.arange(1, 117)
+    flat = age_density(ages, ages, 1, 116, sigma=2.0)
+    assert torch.allclose(flat, torch.full((116,), 1 / 116), rtol=1e-4)
+    # The commonest age (1, as in UTKFace) stays the densest after smoothing.
+    ages = torch.tensor([1] * 50 + [2] * 20 + [3] * 20 + [4] * 20 + [5] * 20 + [30] * 40)
+    density = age_density(ages, ages, 1, 116, sigma=2.0)
+    assert density[0] > density[2:5].max()
+
+
+def test_open_group_at_the_top_spreads_its_faces_as_old_ages_are_spread():
+    from training.data.ages import old_age_prior
+    from training.fit.losses import age_density
+
+    density = age_density(torch.tensor([70]), torch.tensor([116]), 1, 116, sigma=0.01)
+    assert torch.allclose(density[69:], old_age_prior(), atol=1e-6) and density[99:].sum() < 0.05
 
 
 def test_reweighted_age_loss_counts_rare_ages_more():

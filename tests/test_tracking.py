@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from demo.faces import Face
+from demo.heads import RangeRule
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 from demo.tracking import FaceTracker, average, iou
 
@@ -69,9 +70,12 @@ def test_average_reads_the_range_at_the_models_level_and_keeps_its_estimates():
     # Each frame's range distribution (tempered) is flat over 30-39; its estimate (the untempered mean) is 33.
     probs = np.zeros(116)
     probs[29:39] = 0.1
-    frames = [ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_level=level) for level in (0.5, 0.5)]
+    frames = [ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_rule=RangeRule.central(0.5))] * 2
     answer = average(frames)
     assert answer.age == 33.0  # the mean of the frames' estimates, not of the tempered distribution (34.5)
     assert (answer.age_low, answer.age_high) == (32, 37)  # the central 50 %: cdf reaches .25 at 32, .75 at 37
-    wide = average([ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_level=0.8)] * 2)
+    wide = average([ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_rule=RangeRule.central(0.8))] * 2)
     assert (wide.age_low, wide.age_high) == (30, 38)
+    # A rule by region is read at the averaged estimate's region: 33 is in the second (from 32).
+    by_region = RangeRule(starts=(1.0, 32.0), lower=(0.1, 0.25), upper=(0.9, 0.75))
+    assert (average([ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_rule=by_region)] * 2).age_low) == 32

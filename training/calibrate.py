@@ -2,7 +2,7 @@
 
     python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
 
-Refits the age head's logit adjustment, its range (temperature and level) and the gender
+Refits the age head's logit adjustment, its range (percentiles per region of the estimate) and the gender
 temperature of the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
 and rewrites its config.json and val_metrics.json; the weights are not touched. For a run trained
 before the calibration changed, or to try another tolerance without training again.
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> None:
                       in_memory=cfg.crops_in_memory)
     metrics = calibrate(args.run, make_loader(cfg, val), cfg, pack)
     (args.run / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")  # the settings it was fitted with
-    print(f"calibrated {args.run}: logit adjustment {metrics['age_adjustment']:g}, age temperature "
-          f"{metrics['age_temperature']:.3f} at level {metrics['range_level']:.2f}, gender temperature "
-          f"{metrics['gender_temperature']:.3f}")
+    ranges = ", ".join(f"{start:g}+: {lo:.3f}-{hi:.3f}" for start, lo, hi in
+                       zip(metrics["range_starts"], metrics["range_lower"], metrics["range_upper"]))
+    print(f"calibrated {args.run}: logit adjustment {metrics['age_adjustment']:g}; range percentiles by estimate "
+          f"{ranges}; gender temperature {metrics['gender_temperature']:.3f}")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ def by_label(key: str, title: str, names: tuple[str, ...]) -> Breakdown:
     return Breakdown(key, title, lambda age_low, race: {name: race == i for i, name in enumerate(names)})
 
 
-# Age bands for data sets labelled in years; the last one runs to the age head's last bin.
-AGE_BANDS = ((1, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, AGE_MAX))
+# Age bands for data sets labelled in years; the last one runs to the age head's last bin. Children
+# get three: the range of a baby (bounded by age 1) and of a child behave differently.
+AGE_BANDS = ((1, 2), (3, 5), (6, 12), (13, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, AGE_MAX))
 
 
 def band_name(band: tuple[int, int]) -> str:

@@ -13,8 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from demo.checkpoint import forward_with_flip
-from demo.heads import decode_age, gender_probability, range_of
+from demo.heads import DEFAULT_RANGE, AgeEstimate, RangeRule, age_bins, decode_age, gender_probability
 from training.data import spec
+from training.data.ages import year_weights
 from training.data.spec import YEAR, DatasetSpec
 
 # The age from which faces are few in every data set and the models weakest: reported on its own.
@@ -106,39 +107,43 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
     return float(sum(n / len(p) * abs(acc - conf) for n, conf, acc in reliability_bins(p, y, bins)))
 
 
-def range_coverage(low: torch.Tensor, high: torch.Tensor, age_low: torch.Tensor,
-                   age_high: torch.Tensor) -> torch.Tensor:
-    """Per face, the share of its label's years inside the predicted range [low, high] (years).
+def range_coverage(low: torch.Tensor, high: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor,
+                   age_min: int, num_bins: int) -> torch.Tensor:
+    """Per face, how likely its true age is inside the predicted range [low, high] (years).
 
-    1 or 0 for an age in years; for a group, the fraction of its years the range covers (the
-    true age taken as equally likely anywhere in the group).
+    1 or 0 for an age in years; for a group, the weight of its years inside the range, the years
+    weighed as `year_weights` says (equally, but for the open group at the top).
     """
-    overlap = (torch.minimum(high, age_high.float()) - torch.maximum(low, age_low.float()) + 1).clamp(min=0)
-    return overlap / (age_high - age_low + 1).float()
+    bins = age_bins(age_min, age_min + num_bins - 1)
+    inside = (bins[None, :] >= low[:, None]) & (bins[None, :] <= high[:, None])
+    return (year_weights(age_low, age_high, age_min, num_bins) * inside).sum(dim=1)
 
 
-def year_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
-                 level: float = 0.8) -> dict[str, float]:
+def _coverage(est: AgeEstimate, out: Outputs, age_min: int) -> torch.Tensor:
+    return range_coverage(est.low, est.high, out.age_low, out.age_high, age_min, out.age_logits.shape[-1])
+
+
+def year_metrics(out: Outputs, age_min: int, rule: RangeRule = DEFAULT_RANGE,
+                 gender_temperature: float = 1.0) -> dict[str, float]:
     """Age in years (MAE, CS@5, range coverage and width) and gender metrics over the faces in `out`."""
-    est = decode_age(out.age_logits, age_min, age_temperature, level)
+    est = decode_age(out.age_logits, age_min, rule)
     err = (est.mean - out.age.float()).abs()
-    inside = (out.age >= est.low) & (out.age <= est.high)
     old = out.age >= OLD_AGE
     return {
         "n": int(len(err)),
         "age_mae": float(err.mean()),
         "age_mae_60_plus": float(err[old].mean()) if old.any() else math.nan,
         "age_cs5": float((err <= 5).float().mean()),
-        "age_range_coverage": float(inside.float().mean()),
+        "age_range_coverage": float(_coverage(est, out, age_min).mean()),
         "age_range_width": float((est.high - est.low).mean()),
         **gender_metrics(out, gender_temperature),
     }
 
 
-def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, age_temperature: float = 1.0,
-                  gender_temperature: float = 1.0, level: float = 0.8) -> dict[str, float]:
+def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: RangeRule = DEFAULT_RANGE,
+                  gender_temperature: float = 1.0) -> dict[str, float]:
     """Age-group labels: the data set's group the estimate falls in, exact and within one, and gender."""
-    est = decode_age(out.age_logits, age_min, age_temperature, level)
+    est = decode_age(out.age_logits, age_min, rule)
     predicted = torch.tensor([dataset.group_of(a) for a in est.mean.tolist()])
     true = torch.tensor([dataset.group_of(a) for a in out.age_low.tolist()])
     off = (predicted - true).abs()
@@ -146,7 +151,8 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, age_temperat
         "n": int(len(off)),
         "age_group_exact": float((off == 0).float().mean()),
         "age_group_within_one": float((off <= 1).float().mean()),
-        "age_range_coverage": float(range_coverage(est.low, est.high, out.age_low, out.age_high).mean()),
+        "age_range_coverage": float(_coverage(est, out, age_min).mean()),
+        "age_range_width": float((est.high - est.low).mean()),
         **gender_metrics(out, gender_temperature),
     }
 
@@ -184,35 +190,63 @@ def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, to
     return max((float(t) for t in np.linspace(0.0, 1.0, 21) if mae(float(t)) <= limit), default=0.0)
 
 
-def fit_age_range(out: Outputs, age_min: int, coverage: float = 0.8, slack: float = 0.01) -> tuple[float, float]:
-    """The (temperature, level) whose ranges hold `coverage` of true ages on every data set in `out`.
+# Regions of the estimate with a range of their own (RangeRule.starts): where ages are hardest to
+# bound from one side (babies, children, teenagers, the old) each has one.
+RANGE_REGIONS = (1.0, 3.0, 6.0, 13.0, 20.0, 40.0, 60.0, 70.0)
+# A region with fewer validation faces than this takes the levels of all faces together.
+MIN_REGION_FACES = 30
 
-    Faces labelled with a group count by the share of the group the range covers. One pair
-    serves every face (the app does not know where a photo comes from), so what counts is the data
-    set served worst: a range fitted on all faces pooled came out too wide on UTKFace's years and
-    too narrow on FairFace's groups. The two knobs act differently (the temperature reshapes the
-    distribution, the level cuts its tails), and many pairs come about as near: of those whose worst
-    set is within `slack` of the nearest achievable, the one with the narrowest ranges is taken (a
-    range should be honest first, then as informative as it can be). A grid over both is enough;
-    the estimate does not depend on them.
+
+def fit_age_range(out: Outputs, age_min: int, coverage: float = 0.8,
+                  starts: tuple[float, ...] = RANGE_REGIONS) -> RangeRule:
+    """Percentile levels per region of the estimate whose ranges hold `coverage` of true ages there,
+    missing as often below as above (split-conformal calibration of each region's percentiles).
+
+    A face of true age y is inside the range [low, high] when cdf(y) >= lower (y is not below the
+    range) and cdf(y - 1) < upper (not above it), cdf being its predicted distribution's. So per
+    region, `lower` is the (1 - coverage) / 2 quantile of cdf(y) over its faces and `upper` the
+    (1 + coverage) / 2 quantile of cdf(y - 1). A face labelled with a group counts once, its years
+    weighed as `year_weights` says, and each data set counts as much as any other (a range covers a
+    group in part, so sets labelled in years end above `coverage` and sets of groups below it).
+    Regions are by estimate, which the app knows; the reports check the result by true age (every
+    age band and group), which is what users are promised.
     """
-    sets = [out.subset(out.dataset == d) for d in out.dataset.unique().tolist()]
-    scored = []  # (worst deviation, mean width, temperature, level)
-    for t in np.exp(np.linspace(np.log(0.5), np.log(8.0), 49)):
-        probs = [torch.softmax(o.age_logits.float() / float(t), dim=-1) for o in sets]
-        for level in np.linspace(0.5, 0.98, 49):
-            ranges = [range_of(p, float(level)) for p in probs]
-            covered = [_covered(low, high, o, age_min) for (low, high), o in zip(ranges, sets)]
-            width = float(np.mean([float((high - low).float().mean()) for low, high in ranges]))
-            scored.append((max(abs(c - coverage) for c in covered), width, float(t), float(level)))
-    nearest = min(worst for worst, *_ in scored)
-    _, _, t, level = min((s for s in scored if s[0] <= nearest + slack), key=lambda s: s[1])
-    return t, level
+    logits = out.age_logits.float()
+    probs = torch.softmax(logits, dim=-1)
+    mean = probs @ age_bins(age_min, age_min + logits.shape[-1] - 1)
+    per_set = torch.bincount(out.dataset).float()
+    weights = year_weights(out.age_low, out.age_high, age_min, logits.shape[-1]) / per_set[out.dataset, None]
+    cdf = probs.cumsum(dim=-1)
+    below = torch.cat([torch.zeros_like(cdf[:, :1]), cdf[:, :-1]], dim=-1)  # cdf(y - 1)
+    tail = (1 - coverage) / 2
+    pooled = (_weighted_quantile(cdf, weights, tail), _weighted_quantile(below, weights, 1 - tail))
+    region = RangeRule(starts=starts, lower=(0.0,) * len(starts), upper=(1.0,) * len(starts)).region(mean)
+    lower, upper = [], []
+    for k in range(len(starts)):
+        mine = region == k
+        lo, hi = pooled
+        if int(mine.sum()) >= MIN_REGION_FACES:
+            lo = _weighted_quantile(cdf[mine], weights[mine], tail)
+            hi = _weighted_quantile(below[mine], weights[mine], 1 - tail)
+        lower.append(round(min(lo, hi), 6))
+        upper.append(round(min(max(lo, hi), RANGE_UPPER_MAX), 6))
+    return RangeRule(starts=tuple(starts), lower=tuple(lower), upper=tuple(upper))
 
 
-def _covered(low: torch.Tensor, high: torch.Tensor, out: Outputs, age_min: int) -> float:
-    """range_coverage of bin-index ranges (range_of), averaged over the faces of `out`."""
-    return float(range_coverage((low + age_min).float(), (high + age_min).float(), out.age_low, out.age_high).mean())
+# An upper level of 1 would never be reached by a cdf that sums to 1 only up to rounding.
+RANGE_UPPER_MAX = 0.9999
+
+
+def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, q: float) -> float:
+    """The smallest v among `values` such that the weight of values below v is at most q of the total, and of
+    values up to v more than q: the weighted q-quantile (values and weights of one shape)."""
+    v, w = values.flatten(), weights.flatten()
+    keep = w > 0
+    v, w = v[keep], w[keep]
+    order = torch.argsort(v)
+    share = torch.cumsum(w[order], dim=0) / w.sum()
+    at = int(torch.searchsorted(share, torch.tensor(q, dtype=share.dtype), right=True).clamp(max=len(v) - 1))
+    return float(v[order][at])
 
 
 def fit_gender_temperature(out: Outputs) -> float:
@@ -224,21 +258,20 @@ def fit_gender_temperature(out: Outputs) -> float:
     return float(min(grid, key=nll))
 
 
-def dataset_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, age_temperature: float = 1.0,
-                    gender_temperature: float = 1.0, level: float = 0.8) -> dict[str, float]:
+def dataset_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: RangeRule = DEFAULT_RANGE,
+                    gender_temperature: float = 1.0) -> dict[str, float]:
     """The metrics of faces of one data set, as its kind of age label allows."""
     if dataset.age_kind == YEAR:
-        return year_metrics(out, age_min, age_temperature, gender_temperature, level)
-    return group_metrics(out, dataset, age_min, age_temperature, gender_temperature, level)
+        return year_metrics(out, age_min, rule, gender_temperature)
+    return group_metrics(out, dataset, age_min, rule, gender_temperature)
 
 
-def split_metrics(out: Outputs, age_min: int, age_temperature: float = 1.0, gender_temperature: float = 1.0,
-                  level: float = 0.8) -> dict[str, dict[str, float]]:
+def split_metrics(out: Outputs, age_min: int, rule: RangeRule = DEFAULT_RANGE,
+                  gender_temperature: float = 1.0) -> dict[str, dict[str, float]]:
     """Per data set present in `out`, by name: its `dataset_metrics`."""
     metrics = {}
     for d, name in enumerate(spec.names()):
         mask = out.dataset == d
         if mask.any():
-            metrics[name] = dataset_metrics(out.subset(mask), spec.at(d), age_min, age_temperature,
-                                            gender_temperature, level)
+            metrics[name] = dataset_metrics(out.subset(mask), spec.at(d), age_min, rule, gender_temperature)
     return metrics

@@ -27,6 +27,9 @@ from training.evaluation.markdown import pct, table
 from training.evaluation.metrics import Outputs, collect_outputs, cpu_ms_per_face, dataset_metrics, reliability_bins
 
 Result = tuple[dict, Outputs, LoadedModel]  # one model's metrics, raw outputs and the model
+# Breakdowns by true age, where the 80 % range must hold: 70-90 % of true ages in every band or group.
+AGE_BREAKDOWNS = ("by_age_band", "by_age_group")
+RANGE_TARGET = (0.7, 0.9)
 
 
 def dataset_report(out: Outputs, dataset: DatasetSpec, loaded: LoadedModel) -> dict:
@@ -34,8 +37,7 @@ def dataset_report(out: Outputs, dataset: DatasetSpec, loaded: LoadedModel) -> d
     c = loaded.config
 
     def metrics(mask: np.ndarray) -> dict:
-        return dataset_metrics(out.subset(mask), dataset, c.age_min, c.age_temperature, c.gender_temperature,
-                               c.range_level)
+        return dataset_metrics(out.subset(mask), dataset, c.age_min, c.range_rule, c.gender_temperature)
 
     age_low, race = out.age_low.numpy(), out.race.numpy()
     report = {"overall": metrics(np.ones(len(age_low), bool))}
@@ -135,8 +137,9 @@ def plot_age_scatter(results: list[Result], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_bars(results: list[Result], key: str, metric: str, ylabel: str, title: str, path: Path) -> None:
-    """One bar per group and model: `metric` of each group in `metrics[key]`."""
+def plot_bars(results: list[Result], key: str, metric: str, ylabel: str, title: str, path: Path,
+              target: tuple[float, float] | None = None) -> None:
+    """One bar per group and model: `metric` of each group in `metrics[key]`; `target` shades where it should be."""
     import matplotlib.pyplot as plt
 
     groups = list(results[0][0][key])
@@ -146,6 +149,8 @@ def plot_bars(results: list[Result], key: str, metric: str, ylabel: str, title: 
         values = [metrics[key].get(g, {}).get(metric, np.nan) for g in groups]
         ax.bar(np.arange(len(groups)) + i * width, values, width, label=loaded.config.name)
     ax.set_xticks(np.arange(len(groups)) + width * (len(results) - 1) / 2, groups, fontsize=8)
+    if target:
+        ax.axhspan(*target, color="green", alpha=0.12, label=f"target {target[0]:.0%}-{target[1]:.0%}")
     ax.set(ylabel=ylabel, title=title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
@@ -230,6 +235,7 @@ def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
                 ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
     return (("age group exact", lambda g: pct(g["age_group_exact"])),
             ("within one", lambda g: pct(g["age_group_within_one"])),
+            ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
             ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
 
 
@@ -288,6 +294,12 @@ def dataset_section(results: list[Result], dataset: DatasetSpec, out_dir: Path) 
                       f"![age group exact by {first.title}]({name}_age_by_group.png)", ""]
     plot_gender(mine, title, out_dir / f"{name}_gender.png")
     lines += [f"![gender confusion and reliability]({name}_gender.png)", ""]
+    by_age = next((b for b in dataset.breakdowns if b.key in AGE_BREAKDOWNS), None)
+    if by_age:
+        plot_bars(mine, by_age.key, "age_range_coverage", "share of true ages in the range",
+                  f"{title}: 80 % range coverage by {by_age.title}", out_dir / f"{name}_range_coverage.png",
+                  target=RANGE_TARGET)
+        lines += [f"![80 % range coverage by {by_age.title}]({name}_range_coverage.png)", ""]
     for breakdown in dataset.breakdowns:
         lines += [f"### By {breakdown.title}", "", _breakdown(results, dataset, breakdown.key), ""]
     return lines

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from demo.heads import age_bins
+from training.data.ages import year_weights
 
 
 def soft_age_targets(ages: torch.Tensor, age_min: int, num_bins: int, sigma: float) -> torch.Tensor:
@@ -58,13 +59,16 @@ def age_losses(logits: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tens
 
 def age_density(age_low: torch.Tensor, age_high: torch.Tensor, age_min: int, num_bins: int,
                 sigma: float) -> torch.Tensor:
-    """The share of faces at each year (a group's face spread evenly over its years), smoothed by a
-    Gaussian of `sigma` years: LDS's effective label density."""
+    """The share of faces at each year (a group's face spread over its years as `year_weights` says),
+    smoothed by a Gaussian of `sigma` years: LDS's effective label density.
+
+    The kernel is a weighted average over the years that exist, so the first and last years are
+    not diluted by years beyond the head's range (age 1, the commonest UTKFace age, stays the densest).
+    """
     bins = age_bins(age_min, age_min + num_bins - 1)
-    inside = label_years(bins, age_low, age_high).float()
-    counts = (inside / inside.sum(dim=1, keepdim=True)).sum(dim=0)
+    counts = year_weights(age_low, age_high, age_min, num_bins).sum(dim=0)
     kernel = torch.exp(-0.5 * ((bins[:, None] - bins[None, :]) / sigma) ** 2)
-    smoothed = kernel @ counts
+    smoothed = (kernel @ counts) / kernel.sum(dim=1)
     return smoothed / smoothed.sum()
 
 
@@ -79,10 +83,8 @@ def inverse_sqrt_weights(density: torch.Tensor, age_low: torch.Tensor, age_high:
 
 
 def face_weights(table: torch.Tensor, age_low: torch.Tensor, age_high: torch.Tensor, age_min: int) -> torch.Tensor:
-    """Each face's weight from a per-year table: its year's, or the mean over its group's years."""
-    bins = age_bins(age_min, age_min + len(table) - 1).to(table.device)
-    inside = label_years(bins, age_low.float(), age_high.float()).float()
-    return (inside @ table) / inside.sum(dim=1)
+    """Each face's weight from a per-year table: its year's, or the mean over its group's years (`year_weights`)."""
+    return year_weights(age_low.to(table.device), age_high.to(table.device), age_min, len(table)) @ table
 
 
 def age_loss(logits: torch.Tensor, ages: torch.Tensor, age_min: int, sigma: float = 2.0,
