@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from demo.checkpoint import load_model
+from demo.checkpoint import build_from_config, load_model
 from demo.models import ARCHITECTURES
 from tests.conftest import pretrained_file
 from training.data.dataset import AugmentConfig, FaceDataset
@@ -37,12 +37,42 @@ def test_two_steps_then_save_reload_identical_outputs(tiny_pack, tmp_path):
     pack = FacePack(tiny_pack)
     c = loaded.config
     x = torch.stack([FaceDataset(pack, pack.indices("val"), c.input_size, c.mean, c.std)[0][0]])
-    first = loaded.predict(x)
-    again = load_model(run).predict(x)
-    assert torch.equal(first.age.mean, again.age.mean) and torch.equal(first.p_female, again.p_female)
+    # The weights as training left them (resume.pt, torch's own format; one epoch, so also the best)
+    # answer exactly as the model folder read back from safetensors does.
+    trained = build_from_config(c)
+    trained.load_state_dict(torch.load(run / "resume.pt", weights_only=True)["model"])
+    with torch.inference_mode():
+        expected = trained.eval()(x)
+        reloaded = loaded.model(x.contiguous(memory_format=torch.channels_last))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(expected, reloaded))
     # The calibration fitted on validation is in the config the app reads.
     val = json.loads((run / "val_metrics.json").read_text())
-    assert (c.age_temperature, c.range_level) == (val["age_temperature"], val["range_level"])
+    assert (c.range_starts, c.range_lower, c.range_upper) == tuple(
+        tuple(val[k]) for k in ("range_starts", "range_lower", "range_upper"))
+
+
+def test_a_one_process_run_reproduces_itself_bit_for_bit(tiny_pack, tmp_path):
+    # Augmentation and dropout on: every random draw comes from the seeds.
+    runs = [train(_config(tiny_pack, tmp_path / name, epochs=2, dropout=0.3)) for name in ("first", "second")]
+    first, second = (torch.load(run / "resume.pt", weights_only=True)["model"] for run in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_each_process_draws_its_own_augmentations_and_dropout(tiny_pack):
+    from training.fit.trainer import seed_epoch
+
+    pack = FacePack(tiny_pack)
+    faces = FaceDataset(pack, pack.indices("train"), 48, (0.5,) * 3, (0.25,) * 3, AugmentConfig())
+    dropout = torch.nn.Dropout(0.5)
+
+    def draws(epoch: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seed_epoch(0, epoch, rank)  # as the trainer seeds each process's epoch
+        return torch.stack([faces[k][0] for k in range(4)]), dropout(torch.ones(64))
+
+    rank0, rank1, again = draws(0, 0), draws(0, 1), draws(0, 0)
+    assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[1], rank1[1])
+    assert torch.equal(rank0[0], again[0]) and torch.equal(rank0[1], again[1])
+    assert not torch.equal(draws(1, 0)[0], rank0[0])  # and each epoch its own
 
 
 def test_resume_continues_exactly_where_it_stopped(tiny_pack, tmp_path, monkeypatch):

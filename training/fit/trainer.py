@@ -69,6 +69,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed the random draws of one process's epoch: augmentation, dropout, and the loader workers
+    (seeded from the process's torch generator). Each process its own stream, or every process's
+    k-th face would get the same flip, shift, jitter and dropout mask; each epoch its own, so a
+    resumed run draws what an uninterrupted one would. One process (rank 0) draws the same every time.
+    """
+    seed_everything(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
 def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train as `cfg` says (continuing the run in cfg.out with `resume`); returns the run folder.
 
@@ -143,8 +152,8 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch)
             forward = trainable_forward(cfg, model, ranks)  # DDP syncs what trains in this stage
             state.bad_epochs = 0
-        # Per-epoch seeds make a resumed run draw the same batches and augmentations.
-        seed_everything(cfg.seed + epoch)
+        seed_epoch(cfg.seed, epoch, ranks.rank)
+        # The order of the faces is one for all processes (each takes its share of it).
         order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
         if ranks.active:
             loader = make_loader(cfg, train_ds, distributed.share(order, cfg.batch_size, ranks).tolist(),
@@ -374,13 +383,12 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
     tau = fit_age_adjustment(out, mcfg.age_min, log_density, cfg.age_adjust_tolerance)
     mcfg.age_logit_offsets = tuple((-tau * log_density).tolist()) if tau else ()
     out = dataclasses.replace(out, age_logits=mcfg.served_age_logits(out.age_logits))
-    mcfg.age_temperature, mcfg.range_level = fit_age_range(out, mcfg.age_min, mcfg.range_coverage)
+    mcfg.set_range_rule(fit_age_range(out, mcfg.age_min, mcfg.range_coverage))
     mcfg.gender_temperature = fit_gender_temperature(out)
     save_model(loaded.model, mcfg, run_dir)
-    metrics: dict = split_metrics(out, mcfg.age_min, mcfg.age_temperature, mcfg.gender_temperature,
-                                  mcfg.range_level)
-    metrics.update(age_adjustment=tau, age_temperature=mcfg.age_temperature, range_level=mcfg.range_level,
-                   gender_temperature=mcfg.gender_temperature)
+    metrics: dict = split_metrics(out, mcfg.age_min, mcfg.range_rule, mcfg.gender_temperature)
+    metrics.update(age_adjustment=tau, range_starts=mcfg.range_starts, range_lower=mcfg.range_lower,
+                   range_upper=mcfg.range_upper, gender_temperature=mcfg.gender_temperature)
     (run_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("validation after calibration: %s", json.dumps(metrics))
     return metrics
