@@ -7,8 +7,9 @@
 # train_a.log / train_b.log and history_a.csv / history_b.csv (two short epochs of each model on $PACK:
 # images/s and peak GPU memory per epoch), and benchmark_cuda.json (the app's latency with --device cuda).
 #
-# What travels: the checkout, plus $PACK (a pack under 60 MB: UTKFace alone is about 43 MB, its crops 39.6,
-#   python -m training.prepare --data UTKFace.tar.gz --out .carry/faces) and, where the machine's Python
+# What travels: the checkout, plus $PACK (a pack under 60 MB: crops stored lossy, UTKFace alone then about 43 MB,
+#   python -m training.prepare --data UTKFace.tar.gz --crop-quality 80 --out .carry/faces; lossless, as training
+#   here stores them, it would be about 400 MB) and, where the machine's Python
 # lacks them, wheels in .whl/ (safetensors, tqdm, facenet-pytorch, pytest; see the device tool's README),
 # installed here with --no-deps so the machine's own torch stays.
 # Not run yet: no GPU has been lent to this project. Every step is bounded and a failing step does not
