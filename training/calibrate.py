@@ -1,6 +1,6 @@
 """Fit a trained model's calibration on the validation faces again, as training ends by doing.
 
-    python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
+    python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05] [--range-sweeps 8]
 
 Refits the age head's logit adjustment, its range (percentiles per region of the estimate) and the gender
 temperature of the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", type=Path, help="a run folder written by training.train")
     parser.add_argument("--data", type=Path, help="the pack to take validation faces from (default: the run's)")
     parser.add_argument("--age-adjust-tolerance", type=float, help="default: the run's setting")
+    parser.add_argument("--range-sweeps", type=int, help="default: the run's setting (0: split-conformal levels alone)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
             saved["data"] = str(args.data)
         if args.age_adjust_tolerance is not None:
             saved["age_adjust_tolerance"] = args.age_adjust_tolerance
+        if args.range_sweeps is not None:
+            saved["range_sweeps"] = args.range_sweeps
         cfg = TrainConfig.from_dict(saved)
     except ValueError as error:
         raise SystemExit(str(error)) from None

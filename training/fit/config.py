@@ -82,6 +82,8 @@ class TrainConfig:
     age_adjust_tolerance: float = setting(0.05, "after training: adjust the age head towards ages rare in training "
                                           "(post-hoc logit adjustment) as far as costs at most this many years of "
                                           "validation MAE; 0: no adjustment")
+    range_sweeps: int = setting(8, "after training: sweeps of the range fit that bring every age band's coverage "
+                                   "within 70-90 %; 0 keeps the split-conformal levels per region alone")
     flip: bool = setting(False, "average answers over the face and its mirror image (calibration and serving)")
     epochs: int = setting(30, "epochs in all")
     stage1_epochs: int = setting(1, "two_stage: epochs training the heads alone, the trunk frozen")

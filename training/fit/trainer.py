@@ -383,7 +383,7 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
     tau = fit_age_adjustment(out, mcfg.age_min, log_density, cfg.age_adjust_tolerance)
     mcfg.age_logit_offsets = tuple((-tau * log_density).tolist()) if tau else ()
     out = dataclasses.replace(out, age_logits=mcfg.served_age_logits(out.age_logits))
-    mcfg.set_range_rule(fit_age_range(out, mcfg.age_min, mcfg.range_coverage))
+    mcfg.set_range_rule(fit_age_range(out, mcfg.age_min, mcfg.range_coverage, sweeps=cfg.range_sweeps))
     mcfg.gender_temperature = fit_gender_temperature(out)
     save_model(loaded.model, mcfg, run_dir)
     metrics: dict = split_metrics(out, mcfg.age_min, mcfg.range_rule, mcfg.gender_temperature)
