@@ -111,24 +111,30 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return np.array([root(i) for i in range(n)])
 
 
-def group_splits(records: list[Record], photo_thumbs: np.ndarray, crop_thumbs: np.ndarray,
-                 descriptors: np.ndarray | None, seed: int, rule: Grouping) -> tuple[list[Record], dict]:
-    """`records` with every group of linked faces in one split, and what was grouped.
-
-    The thumbnails (and descriptors, if any) are row for row with `records`; without descriptors
-    only photos and crops alike are linked.
-    """
-    near = [close_pairs(photo_thumbs, rule.same_photo, distance=False),
+def links(adult: np.ndarray, features: dict[str, np.ndarray], rule: Grouping) -> tuple[np.ndarray, np.ndarray]:
+    """Near-copy and same-person pairs (K x 2 each) among faces with `features` (photo_thumbs,
+    crop_thumbs and, if present, descriptors, row for row); `adult` says whose descriptors link."""
+    crop_thumbs, descriptors = features["crop_thumbs"], features.get("descriptors")
+    near = [close_pairs(features["photo_thumbs"], rule.same_photo, distance=False),
             close_pairs(crop_thumbs, rule.same_crop, distance=False)]
     same = np.zeros((0, 2), dtype=np.int64)
     if descriptors is not None:
         alike = close_pairs(crop_thumbs, rule.same_crop_with_descriptor, distance=False)
         apart = np.linalg.norm(descriptors[alike[:, 0]] - descriptors[alike[:, 1]], axis=1)
         near.append(alike[apart <= rule.descriptor_agrees])
-    near = np.unique(np.concatenate(near), axis=0)
-    if descriptors is not None:
-        adults = np.flatnonzero(np.array([r.age_low >= rule.adult_age for r in records], dtype=bool))
+        adults = np.flatnonzero(adult)
         same = adults[close_pairs(descriptors[adults], rule.same_person, distance=True)]
+    return np.unique(np.concatenate(near), axis=0), same
+
+
+def group_splits(records: list[Record], features: dict[str, np.ndarray], seed: int,
+                 rule: Grouping) -> tuple[list[Record], dict]:
+    """`records` with every group of linked faces in one split, and what was grouped.
+
+    `features` are row for row with `records` (`links`); without descriptors only photos and crops
+    alike are linked.
+    """
+    near, same = links(np.array([r.age_low >= rule.adult_age for r in records], dtype=bool), features, rule)
     first = components(len(records), np.concatenate([near, same]))
     sizes = np.bincount(first, minlength=len(records))
     grouped = [replace(r, split=assign_split(records[f].sha256, seed)) for r, f in zip(records, first)]
@@ -139,7 +145,7 @@ def group_splits(records: list[Record], photo_thumbs: np.ndarray, crop_thumbs: n
         "groups": int((sizes > 1).sum()),
         "largest_group": int(sizes.max()) if len(sizes) else 0,
         "split_moved": sum(a.split != b.split for a, b in zip(records, grouped)),
-        "rule": {**asdict(rule), "descriptors": descriptors is not None},
+        "rule": {**asdict(rule), "descriptors": "descriptors" in features},
     }
     log.info("split groups: %d near-copy and %d same-person pairs put %d images into %d groups (largest %d); "
              "%d images changed split", summary["near_copy_pairs"], summary["same_person_pairs"],

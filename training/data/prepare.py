@@ -216,12 +216,13 @@ def prepare(sources: Path | list[Path], out: Path, seed: int = 0, device: str = 
     group_summary = None
     if grouping is not None:
         ok = np.concatenate([np.load(part)["status"] == OK for part in parts])
-        features = [_part_features(part, describe) for part in tqdm(parts, desc="face features", unit="part")]
-        crop_thumbs = np.concatenate([f["thumbs"] for f in features])
-        descriptors = np.concatenate([f["descriptors"] for f in features]) if describe else None
+        features = [_part_features(part, [data[r.key] for r in chunk], describe)
+                    for part, chunk in tqdm(list(zip(parts, chunks)), desc="face features", unit="part")]
+        joined = {k: np.concatenate([f[k] for f in features]) for k in features[0]}
+        if describe is None:
+            joined.pop("descriptors", None)
         kept = [r for r, k in zip(records, ok) if k]
-        photo_thumbs = photo_thumbnails([data[r.key] for r in kept])
-        grouped, group_summary = group_splits(kept, photo_thumbs, crop_thumbs, descriptors, seed, grouping)
+        grouped, group_summary = group_splits(kept, joined, seed, grouping)
         regrouped = iter(grouped)
         records = [next(regrouped) if k else r for r, k in zip(records, ok)]
         _write_splits(splits_path, records)
@@ -253,21 +254,40 @@ def _part_crops(part: Path) -> list[np.ndarray]:
     return crops
 
 
-def _part_features(part: Path, describe: Describer | None) -> dict[str, np.ndarray]:
-    """Thumbnails (and descriptors, with `describe`) of a part's kept faces, cached beside the part."""
+def _part_features(part: Path, photos: list[bytes], describe: Describer | None) -> dict[str, np.ndarray]:
+    """Row for row with a part's kept faces: thumbnails of their photos (`photos`, the part's
+    records' bytes) and crops, and descriptors with `describe`; cached beside the part, so a
+    re-run computes only what is missing (descriptors take most of the time)."""
     path = part.with_name(part.name.replace("part_", "features_"))
+    features: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path) as z:
-            if describe is None or "descriptors" in z.files:
-                return {k: z[k] for k in z.files}
-    crops = _part_crops(part)
-    stacked = np.stack(crops) if crops else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    features = {"thumbs": thumbnails(stacked)}
-    if describe is not None:
-        features["descriptors"] = describe(stacked).astype(np.float32)
+            features = {k: z[k] for k in z.files if k != "thumbs"}  # "thumbs": the crops', as first cached
+    wanted = {"photo_thumbs", "crop_thumbs"} | ({"descriptors"} if describe is not None else set())
+    if wanted <= set(features):
+        return features
+    with np.load(part) as z:
+        kept = z["status"] == OK
+    if "photo_thumbs" not in features:
+        features["photo_thumbs"] = photo_thumbnails([blob for blob, k in zip(photos, kept) if k])
+    if "crop_thumbs" not in features or (describe is not None and "descriptors" not in features):
+        crops = _part_crops(part)
+        stacked = np.stack(crops) if crops else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        features["crop_thumbs"] = thumbnails(stacked)
+        if describe is not None and "descriptors" not in features:
+            features["descriptors"] = describe(stacked).astype(np.float32)
     with atomic_write(path) as tmp:
         np.savez(tmp, **features)
     return features
+
+
+def part_features(parts: list[Path]) -> dict[str, np.ndarray]:
+    """The cached features of every part's kept faces, joined (for tools: prepare must have made them)."""
+    missing = [p for p in parts if not p.with_name(p.name.replace("part_", "features_")).exists()]
+    if missing:
+        raise FileNotFoundError(f"no face features beside {missing[0]}: run python -m training.prepare on it first")
+    loaded = [np.load(p.with_name(p.name.replace("part_", "features_"))) for p in parts]
+    return {k: np.concatenate([z[k] for z in loaded]) for k in loaded[0].files}
 
 
 def _transcoded(blob: np.ndarray, lengths: np.ndarray, quality: int | str) -> tuple[np.ndarray, np.ndarray]:
