@@ -83,7 +83,7 @@ class TrainConfig:
                                           "(post-hoc logit adjustment) as far as costs at most this many years of "
                                           "validation MAE; 0: no adjustment")
     range_sweeps: int = setting(8, "after training: sweeps of the range fit that bring every age band's coverage "
-                                   "within 70-90 %; 0 keeps the split-conformal levels per region alone")
+                                   "within 70-90 %%; 0 keeps the split-conformal levels per region alone")
     flip: bool = setting(False, "average answers over the face and its mirror image (calibration and serving)")
     epochs: int = setting(30, "epochs in all")
     stage1_epochs: int = setting(1, "two_stage: epochs training the heads alone, the trunk frozen")
