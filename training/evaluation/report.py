@@ -152,7 +152,10 @@ def plot_bars(results: list[Result], key: str, metric: str, ylabel: str, title: 
     if target:
         ax.axhspan(*target, color="green", alpha=0.12, label=f"target {target[0]:.0%}-{target[1]:.0%}")
     ax.set(ylabel=ylabel, title=title)
-    ax.legend()
+    if target:  # bars near 1 would hide under a legend inside the plot
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(results) + 1, fontsize=8)
+    else:
+        ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
