@@ -42,7 +42,7 @@ Describer = Callable[[np.ndarray], np.ndarray]
 class Grouping:
     """When two faces are linked. Measured on the 56,374 faces of the three shared archives
     (docs/training.md, "Honest splits"): photos whose thumbnails correlate 0.98 or more, 569 pairs,
-    2 of them with descriptors over 0.5 apart (at 0.95, 314 of 972: other photos framed alike);
+    2 of them with descriptors over 0.5 apart (at 0.95, 313 of 971: other photos framed alike);
     crops correlating 0.97, 307 pairs in groups of at most 3; crops correlating 0.88 with
     descriptors at most 0.3 apart, 710 pairs in groups of at most 4, 180 with a child. Adults
     closer than 0.3 link 1,650 pairs, the largest group 16 photos; at 0.33 one group chains 164."""
@@ -60,7 +60,7 @@ def photo_thumbnails(blobs: list[bytes]) -> np.ndarray:
     small = []
     for blob in blobs:
         with Image.open(io.BytesIO(blob)) as im:
-            im.draft("RGB", (2 * THUMB_SIDE, 2 * THUMB_SIDE))  # JPEG decodes at 1/2 to 1/8 scale: 10x faster
+            im.draft("RGB", (2 * THUMB_SIDE, 2 * THUMB_SIDE))  # a JPEG decodes at 1/2 to 1/8 of its size
             small.append(np.asarray(im.convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)))
     return thumbnails(np.stack(small) if small else np.zeros((0, THUMB_SIDE, THUMB_SIDE, 3), np.uint8))
 

@@ -37,10 +37,10 @@ from training.data.records import AGE_KINDS, SPLITS, Record, ScanStats
 log = logging.getLogger(__name__)
 
 PART_SIZE = 512
-# Crops are stored as lossless WebP (about 19 KB a 128 px face, 0.6 ms to encode): the models then
-# train and are evaluated on exactly the pixels the app would give them. Lossy WebP at quality 80
-# (2 KB a face) moved ages by 0.4-0.5 years and flipped 10-14 genders in 400 test crops against the
-# uncompressed crops the app serves; `crop_quality` still makes such a pack, small enough to carry
+# Crops are stored as lossless WebP (about 18 KB a 128 px face): the models then train and are
+# evaluated on exactly the pixels the app gives them. Lossy WebP at quality 80 (2 KB a face), as
+# packs were before, changed the shipped models' test numbers by up to 0.7 years at 60+ and a point of
+# FairFace age groups (docs/training.md); `crop_quality` still makes such a pack, small enough to carry
 # to another machine, and says so in prepare.json.
 LOSSLESS = "lossless"
 DEFAULT_GROUPING = Grouping()
@@ -91,7 +91,7 @@ def encode_crop(image: Image.Image, quality: int | str = LOSSLESS) -> bytes:
 
 
 def crop_encoding(quality: int | str) -> str:
-    """How a part's crops are encoded, as stored in the part and prepare.json."""
+    """How a pack's crops are encoded, as prepare.json records it."""
     return LOSSLESS if quality == LOSSLESS else f"webp-q{int(quality)}"
 
 
