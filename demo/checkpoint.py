@@ -44,7 +44,7 @@ class ModelConfig:
     arch_kwargs: dict = field(default_factory=dict)
     # The range (demo.heads.RangeRule): from the range_lower[k] to the range_upper[k] percentile of the
     # age distribution at `age_temperature`, for estimates from range_starts[k] on; fitted on validation
-    # so that it holds `range_coverage` of true ages in every region (training.evaluation.metrics).
+    # so that it holds about `range_coverage` of true ages, 70-90 % in every age band (training.evaluation).
     age_temperature: float = 1.0
     gender_temperature: float = 1.0  # fitted on validation by log-likelihood
     range_coverage: float = 0.8  # what the range claims to hold

@@ -5,7 +5,7 @@ Its mean is the point estimate. The range runs between two percentiles of the sa
 (a `RangeRule`), chosen by where the estimate lies: a baby's range cannot reach below age 1 and an
 old face's estimate is pulled towards the middle, so one central percentile range misses both.
 The percentiles of each region of the estimate are fitted on the validation faces after training
-so that the range holds 80 % of true ages, below and above alike, in that region
+so that the range holds 70-90 % of true ages in every age band and group, and about 80 % overall
 (training.evaluation.metrics.fit_age_range).
 """
 
