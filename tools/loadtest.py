@@ -8,7 +8,7 @@ Each client (a thread with its own gradio_client) uploads its own copy of --imag
 changed, as different users send different photos) --requests times, one after another, after
 one warm-up request each. --same-image sends the identical file from every client instead: Gradio
 caches outputs under a hash of their content, so identical answers written and served at the same
-moment can race (see the README). Prints requests ok, errors, p50 / p95 latency,
+moment can race (docs/serving.md, "Load"). Prints requests ok, errors, p50 / p95 latency,
 throughput, and the server's resident memory before and after. Only loopback URLs are accepted:
 this is not a tool for other people's servers. The whole run is bounded by --time-limit.
 

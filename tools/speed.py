@@ -7,7 +7,7 @@ Each row changes one thing from the row it names as its base and runs real train
 augmentation, every layer trainable) on packed training faces, timing `--steps` steps after
 `--warmup` steps. Weights start random: speed does
 not depend on them. What an option does to accuracy is measured separately, by short training
-runs (README, "Training speed on the CPU").
+runs (docs/training.md, "Training speed on the CPU").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from training.fit.trainer import images_per_second
 log = logging.getLogger(__name__)
 
 # (name, base row, changes to TrainConfig). The first row of each model is the trainer's old CPU default,
-# both models at 112 px (the table in the README was measured there).
+# both models at 112 px (the table in docs/training.md was measured there).
 VARIANTS: list[tuple[str, str | None, dict]] = [
     ("decode every epoch, 2 workers, fp32", None,
      {"num_workers": 2, "channels_last": False, "amp": False, "input_size": 112, "crops_in_memory": False}),
