@@ -114,7 +114,7 @@ class TrainConfig:
                                "cores from the arithmetic)", flag="--workers")
     crops_in_memory: bool = setting(True, "decode every crop once into memory (49 KB a face; fastest when it fits); "
                                     "--no-crops-in-memory decodes each as drawn, memory staying the compressed "
-                                    "pack's (about 2 KB a face)")
+                                    "pack's (about 18 KB a face, lossless)")
     seed: int = setting(0, "seed of the weights, the order of faces and the augmentation")
 
     def __post_init__(self) -> None:
