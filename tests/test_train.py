@@ -75,6 +75,53 @@ def test_each_process_draws_its_own_augmentations_and_dropout(tiny_pack):
     assert not torch.equal(draws(1, 0)[0], rank0[0])  # and each epoch its own
 
 
+def test_ema_by_hand():
+    from training.fit.trainer import make_ema
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    ema = make_ema(TrainConfig(device="cpu", ema=0.75), layer)
+    for value in (4.0, 8.0, 0.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        ema.update_parameters(layer)
+    # The first update copies; then 0.75 of the average stays: 0.75 * 4 + 0.25 * 8 = 5, then 0.75 * 5 + 0 = 3.75.
+    assert ema.module.weight.item() == pytest.approx(3.75)
+    assert make_ema(TrainConfig(device="cpu"), layer) is None
+    with pytest.raises(ValueError, match="--ema must be"):
+        TrainConfig(device="cpu", ema=1.0)
+
+
+def test_an_ema_run_keeps_its_average_and_resumes_exactly(tiny_pack, tmp_path, monkeypatch):
+    import csv
+
+    import training.fit.trainer as trainer
+
+    straight = train(_config(tiny_pack, tmp_path / "straight", epochs=2, ema=0.5))
+    final = torch.load(straight / "resume.pt", weights_only=True)
+    assert any(not torch.equal(final["ema"]["module." + k], v) for k, v in final["model"].items())  # an average
+
+    real_save = trainer.save_resume
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # right after the first epoch was saved
+
+    monkeypatch.setattr(trainer, "save_resume", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_pack, tmp_path / "resumed", epochs=2, ema=0.5))
+    first = torch.load(tmp_path / "resumed" / "resume.pt", weights_only=True)["ema"]
+    monkeypatch.setattr(trainer, "save_resume", real_save)
+    train(_config(tiny_pack, tmp_path / "resumed", epochs=2, ema=0.5), resume=True)
+    again = torch.load(tmp_path / "resumed" / "resume.pt", weights_only=True)["ema"]
+    assert all(torch.equal(final["ema"][k], again[k]) for k in again)
+    # The model kept is the average of the epoch with the best validation loss, not the weights.
+    with (straight / "history.csv").open() as f:
+        losses = [float(row["val_loss"]) for row in csv.DictReader(f)]
+    best = (first, final["ema"])[losses.index(min(losses))]
+    kept = load_file(straight / "model.safetensors")
+    assert all(torch.equal(v, best["module." + k]) for k, v in kept.items())
+
+
 def test_resume_continues_exactly_where_it_stopped(tiny_pack, tmp_path, monkeypatch):
     import training.fit.trainer as trainer
 

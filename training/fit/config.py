@@ -95,6 +95,8 @@ class TrainConfig:
     weight_decay: float = setting(5e-4, "AdamW weight decay")
     warmup_epochs: float = setting(1.0, "epochs of linear warm-up at the start of each stage, then cosine decay")
     dropout: float = setting(0.3, "dropout before each head layer")
+    ema: float = setting(0.0, "keep an exponential moving average of the weights, this much of the old kept each "
+                         "step (e.g. 0.999), and validate, keep and calibrate it instead of the weights; 0: off")
     loss: LossWeights = setting(LossWeights(), "")
     augment: AugmentConfig = setting(AugmentConfig(), "")
     patience: int = setting(6, "epochs without a better validation loss before stopping")
@@ -126,6 +128,8 @@ class TrainConfig:
         self.architecture = self.architecture or preset.architecture
         self.recipe = self.recipe or preset.recipe
         self.input_size = self.input_size or preset.input_size
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"--ema must be at least 0 and below 1 (e.g. 0.999; 0: none), not {self.ema}")
         unknown = set(self.mix) - set(spec.names())
         if unknown:
             raise ValueError(f"--mix names {', '.join(sorted(unknown))}; known data sets: {', '.join(spec.names())}")
