@@ -27,9 +27,8 @@ from training.data.prepare import DEFAULT_GROUPING, OK, part_features
 KINDS = ("near_copy", "same_person", "either")
 
 
-def overlap(folder: Path, splits: Path, rule: Grouping = DEFAULT_GROUPING) -> tuple[dict, np.ndarray, np.ndarray]:
-    """{kind: {"split dataset": {"faces": n, "linked_to_train": k}}} for each of KINDS; and per kept
-    face, whether it is linked to a training face either way, and its split in `splits`."""
+def _faces(folder: Path, splits: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The rows of `splits` of the folder's packed faces and their cached features, row for row."""
     parts = sorted((folder / "parts").glob("part_*.npz"))
     kept = np.concatenate([np.load(p)["status"] == OK for p in parts])
     with splits.open() as f:
@@ -37,6 +36,13 @@ def overlap(folder: Path, splits: Path, rule: Grouping = DEFAULT_GROUPING) -> tu
     features = part_features(parts)
     if len(rows) != len(features["crop_thumbs"]):
         raise SystemExit(f"{splits} does not list the images of {folder}")
+    return rows, features
+
+
+def overlap(folder: Path, splits: Path, rule: Grouping = DEFAULT_GROUPING) -> tuple[dict, np.ndarray, np.ndarray]:
+    """{kind: {"split dataset": {"faces": n, "linked_to_train": k}}} for each of KINDS; and per kept
+    face, whether it is linked to a training face either way, and its split in `splits`."""
+    rows, features = _faces(folder, splits)
     adult = np.array([int(r["age_low"]) >= rule.adult_age for r in rows])
     near, same = links(adult, features, rule)
     split = np.array([r["split"] for r in rows])
@@ -54,11 +60,8 @@ def overlap(folder: Path, splits: Path, rule: Grouping = DEFAULT_GROUPING) -> tu
 
 def sweep(folder: Path, rule: Grouping = DEFAULT_GROUPING) -> list[str]:
     """How each link would group the folder's faces at thresholds around the chosen ones (why they were chosen)."""
-    parts = sorted((folder / "parts").glob("part_*.npz"))
-    kept = np.concatenate([np.load(p)["status"] == OK for p in parts])
-    with (folder / "splits.csv").open() as f:
-        ages = np.array([int(row["age_low"]) for row, k in zip(csv.DictReader(f), kept) if k])
-    features = part_features(parts)
+    rows, features = _faces(folder, folder / "splits.csv")
+    ages = np.array([int(r["age_low"]) for r in rows])
     photo, crop, desc = features["photo_thumbs"], features["crop_thumbs"], features["descriptors"]
     lines = []
 

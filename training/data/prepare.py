@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -242,23 +243,31 @@ def _is_current(part: Path) -> bool:
         return "encoding" in z.files and str(z["encoding"]) == LOSSLESS
 
 
+def _decoded(blob: np.ndarray, lengths: np.ndarray) -> Iterator[Image.Image]:
+    """The RGB images encoded one after another in `blob`, `lengths` bytes each."""
+    ends = np.cumsum(lengths)
+    for start, end in zip(ends - lengths, ends):
+        with Image.open(io.BytesIO(blob[start:end].tobytes())) as im:
+            yield im.convert("RGB")
+
+
 def _part_crops(part: Path) -> list[np.ndarray]:
     """The crops of a part's kept faces, in order, as H x W x 3 uint8 arrays."""
     with np.load(part) as z:
         blob, lengths = z["blob"], z["lengths"][z["status"] == OK]
-    ends = np.cumsum(lengths)
-    crops = []
-    for start, end in zip(ends - lengths, ends):
-        with Image.open(io.BytesIO(blob[start:end].tobytes())) as im:
-            crops.append(np.asarray(im.convert("RGB")))
-    return crops
+    return [np.asarray(crop) for crop in _decoded(blob, lengths)]
+
+
+def _features_path(part: Path) -> Path:
+    """Where a part's face features are cached: features_NNNNN.npz beside part_NNNNN.npz."""
+    return part.with_name(part.name.replace("part_", "features_"))
 
 
 def _part_features(part: Path, photos: list[bytes], describe: Describer | None) -> dict[str, np.ndarray]:
     """Row for row with a part's kept faces: thumbnails of their photos (`photos`, the part's
     records' bytes) and crops, and descriptors with `describe`; cached beside the part, so a
     re-run computes only what is missing (descriptors take most of the time)."""
-    path = part.with_name(part.name.replace("part_", "features_"))
+    path = _features_path(part)
     features: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path) as z:
@@ -283,20 +292,17 @@ def _part_features(part: Path, photos: list[bytes], describe: Describer | None) 
 
 def part_features(parts: list[Path]) -> dict[str, np.ndarray]:
     """The cached features of every part's kept faces, joined (for tools: prepare must have made them)."""
-    missing = [p for p in parts if not p.with_name(p.name.replace("part_", "features_")).exists()]
+    missing = [p for p in parts if not _features_path(p).exists()]
     if missing:
         raise FileNotFoundError(f"no face features beside {missing[0]}: run python -m training.prepare on it first")
-    loaded = [np.load(p.with_name(p.name.replace("part_", "features_"))) for p in parts]
+    loaded = [np.load(_features_path(p)) for p in parts]
     return {k: np.concatenate([z[k] for z in loaded]) for k in loaded[0].files}
 
 
 def _transcoded(blob: np.ndarray, lengths: np.ndarray, quality: int | str) -> tuple[np.ndarray, np.ndarray]:
     """Lossless crops re-encoded at `quality`: the joined bytes and each crop's length."""
-    ends = np.cumsum(lengths)
-    out = []
-    for start, end in tqdm(zip(ends - lengths, ends), total=len(lengths), desc="encoding crops", unit="img"):
-        with Image.open(io.BytesIO(blob[start:end].tobytes())) as im:
-            out.append(encode_crop(im.convert("RGB"), quality))
+    out = [encode_crop(crop, quality)
+           for crop in tqdm(_decoded(blob, lengths), total=len(lengths), desc="encoding crops", unit="img")]
     return np.frombuffer(b"".join(out), dtype=np.uint8), np.array([len(b) for b in out], dtype=np.int64)
 
 
