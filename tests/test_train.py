@@ -116,7 +116,10 @@ def test_an_ema_run_keeps_its_average_and_resumes_exactly(tiny_pack, tmp_path, m
     assert all(torch.equal(final["ema"][k], again[k]) for k in again)
     # The model kept is the average of the epoch with the best validation loss, not the weights.
     with (straight / "history.csv").open() as f:
-        losses = [float(row["val_loss"]) for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    losses = [float(row["val_loss"]) for row in rows]
+    # The weights themselves are validated beside the average, and score otherwise.
+    assert all(float(row["raw_val_loss"]) != float(row["val_loss"]) for row in rows)
     best = (first, final["ema"])[losses.index(min(losses))]
     kept = load_file(straight / "model.safetensors")
     assert all(torch.equal(v, best["module." + k]) for k, v in kept.items())

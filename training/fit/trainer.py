@@ -170,6 +170,9 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
                                   ranks, scaler, age_table, ema)
         seconds = time.perf_counter() - started
         val_loss, val_row = validate(cfg, kept, val_loader, mcfg, ranks)
+        if ema is not None:  # the weights themselves too: one run measures what the average is worth
+            raw_loss, raw_row = validate(cfg, model, val_loader, mcfg, ranks)
+            val_row |= {"raw_val_loss": raw_loss} | {f"raw_{k}": v for k, v in raw_row.items()}
         images = train_stats.pop("images")
         drawn = {f"n_{name}": n for name, n in count_by_set(train_sets[order]).items()}
         row = {"epoch": epoch + 1, "stage": stage.number, "lr": optimizer.param_groups[0]["lr"], **train_stats,
