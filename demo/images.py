@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Refuse images above this many pixels before decoding them (a 2 GB bitmap can hide in a few KB).
-MAX_PIXELS = 50_000_000
+# Phones take 50-200 megapixel photos; faces need far fewer. A photo is shrunk to WORK_PIXELS as it
+# is decoded: a JPEG by decoding it at 1/2, 1/4 or 1/8 scale (libjpeg's own, so a 200 MP photo costs
+# the memory of a 25 MP one), other formats after decoding them whole. What could exhaust memory is
+# refused before decoding, from the size the file declares (a 2 GB bitmap can hide in a few KB).
+WORK_PIXELS = 24_000_000
+MAX_PIXELS = {"JPEG": 1_000_000_000}  # by format: JPEG decodes at 1/8 scale at best
+MAX_PIXELS_OTHER = 100_000_000  # decoded whole: 300 MB as RGB
+# Pillow's own bomb check, at our largest limit (ours, per format, is stricter below it).
+Image.MAX_IMAGE_PIXELS = max(MAX_PIXELS.values())
 
 
 class ImageError(ValueError):
@@ -32,13 +40,17 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray) -> Image.I
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                if image.width * image.height > MAX_PIXELS:
+                pixels, limit = image.width * image.height, MAX_PIXELS.get(image.format, MAX_PIXELS_OTHER)
+                if pixels > limit:
                     raise ImageError(
-                        f"{name} is {image.width}x{image.height} pixels; photos up to "
-                        f"{MAX_PIXELS // 1_000_000} megapixels are accepted"
+                        f"{name} is {image.width}x{image.height} pixels; {image.format or 'such'} photos up to "
+                        f"{limit // 1_000_000} megapixels are accepted"
                     )
+                if pixels > WORK_PIXELS:  # a JPEG decodes straight at a smaller scale (others ignore this)
+                    scale = math.sqrt(WORK_PIXELS / pixels)
+                    image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
                 image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                return shrunk(to_rgb(ImageOps.exif_transpose(image)))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -46,10 +58,19 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray) -> Image.I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"{name} declares more pixels than is safe to decode; photos up to "
-            f"{MAX_PIXELS // 1_000_000} megapixels are accepted"
+            f"{MAX_PIXELS_OTHER // 1_000_000} megapixels (JPEG: {MAX_PIXELS['JPEG'] // 1_000_000}) are accepted"
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{name} could not be decoded; the file looks damaged or truncated ({error})") from None
+
+
+def shrunk(image: Image.Image, pixels: int = WORK_PIXELS) -> Image.Image:
+    """The image scaled down to at most `pixels` (aspect kept), or itself when it is that small."""
+    if image.width * image.height <= pixels:
+        return image
+    scale = math.sqrt(pixels / (image.width * image.height))
+    return image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.LANCZOS,
+                        reducing_gap=3.0)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

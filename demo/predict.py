@@ -5,7 +5,7 @@
     python -m demo.predict photos/ --out part0.csv --shard 0/2      # this process's half (another runs 1/2)
     python -m demo.predict photos/ --out results.csv --merge part0.csv part1.csv
 
-Folders are searched recursively for images. Faces are numbered by descending detection score.
+Folders are searched recursively for images. Faces are numbered from left to right.
 An image with no face (or none big enough) gets one row with an empty `face` and a `note`;
 an unreadable file gets one row with `error` set. Neither stops the run.
 
@@ -30,14 +30,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from demo.export import COLUMNS, rows_for
 from demo.faces import MIN_SCORE
 from demo.images import ImageError, load_image
-from demo.predictor import ImageResult, Predictor
+from demo.predictor import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "det_score", "model", "age", "age_low", "age_high",
-           "gender", "p_female", "note", "error"]
-
 log = logging.getLogger(__name__)
 
 
@@ -47,28 +45,6 @@ def iter_paths(inputs: list[Path]) -> Iterator[Path]:
             yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
-
-
-def rows_for(file: str, result: ImageResult, model_names: dict[str, str]) -> list[dict]:
-    rows = []
-    for face in result.faces:
-        x1, y1, x2, y2 = (round(v, 1) for v in face.face.box)
-        base = {"file": file, "face": face.number, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                "det_score": round(face.face.score, 4)}
-        if not face.judged:
-            rows.append({**base, "note": "face too small to judge"})
-            continue
-        for key, answer in face.answers.items():
-            rows.append({**base, "model": key, "age": _rounded(answer.age, 1), "age_low": answer.age_low,
-                         "age_high": answer.age_high, "gender": answer.gender,
-                         "p_female": _rounded(answer.p_female, 4)})
-    if not result.faces:
-        rows.append({"file": file, "note": result.note})
-    return rows
-
-
-def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)  # None: a task the model was not trained on
 
 
 def finished_files(out: Path) -> set[str]:
@@ -115,7 +91,6 @@ def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
 def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, int] = (0, 1),
         workers: int = 2) -> tuple[int, int]:
     """Writes (or continues) the CSV for this shard's photos; returns (images read, files that could not be read)."""
-    names = {k: m.config.name for k, m in predictor.models.items()}
     index, count = shard
     mine = list(iter_paths(paths))[index::count]
     finished = finished_files(out)
@@ -133,7 +108,7 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
                 log.warning("skipped %s: %s", path, image)
                 writer.writerow({"file": str(path), "error": str(image)})
             else:
-                writer.writerows(rows_for(str(path), predictor.predict(image), names))
+                writer.writerows(rows_for(str(path), predictor.predict(image)))
                 done += 1
             f.flush()  # a photo's rows reach the file before the next photo starts
     return done, failed
@@ -200,7 +175,12 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.0 <= args.min_score <= 1.0:
         parser.error("--min-score is a detection probability between 0 and 1")
     predictor = Predictor(models, FaceDetector(device=args.device), min_score=args.min_score)
-    done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers)
+    try:
+        done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers)
+    except KeyboardInterrupt:  # Ctrl-C: the rows written stay, and the same command carries on from them
+        print(f"\nStopped. The photos finished are in {args.out}; run the same command again to continue.",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     print(f"{done} image(s) written to {args.out}" + (f"; {failed} unreadable file(s) skipped" if failed else ""))
 
 

@@ -56,7 +56,7 @@ NO_ANSWER = "not trained"  # shown for a task the model was not trained on
 
 @dataclass
 class FaceResult:
-    number: int  # 1 = highest detection score
+    number: int  # from 1, left to right (by the box's left edge), as a reader scans a photo
     face: Face
     crop: Image.Image | None  # None when the face is too small to judge
     answers: dict[str, ModelAnswer] = field(default_factory=dict)  # by model key, e.g. "a", "b"
@@ -121,7 +121,8 @@ class Predictor:
         timings["detect"] = _ms_since(start)
 
         start = time.perf_counter()
-        results = [FaceResult(number=n, face=face, crop=None) for n, face in enumerate(faces, start=1)]
+        results = [FaceResult(number=n, face=face, crop=None)
+                   for n, face in enumerate(sorted(faces, key=lambda f: f.box[0]), start=1)]
         judged = [r for r in results if r.face.size >= self.min_judge_size]
         # One set of crops per crop geometry in use (both shipped models share one).
         crops: dict[tuple[int, float], list[Image.Image]] = {}

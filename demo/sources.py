@@ -40,7 +40,8 @@ class ModelSpec:
 class ResolvedModel:
     key: str
     folder: Path
-    source: str  # for the UI and the log, e.g. "Hub agegender-demo/...@v1" or "local weights/model_a"
+    source: str  # for the page, e.g. "Hub agegender-demo/...@v1" or "the app's own copy, weights/model_a"
+    why_local: str | None = None  # for the log: why the Hub's copy is not the one used
 
 
 def specs_from_env(keys: list[str] | None = None) -> list[ModelSpec]:
@@ -72,7 +73,9 @@ def resolve(spec: ModelSpec, offline: bool = False) -> ResolvedModel:
     if not (spec.local_dir / WEIGHTS_NAME).is_file():
         missing = spec.local_dir / WEIGHTS_NAME
         raise ModelLoadError(f"model {spec.key.upper()}: {reason}, and no local copy at {missing}")
-    return ResolvedModel(spec.key, spec.local_dir, f"local {_short(spec.local_dir)} ({reason})")
+    # The page says where the weights are, not that the Hub failed: a visitor cannot act on that, and
+    # before the Hub repos are published it is the normal case. The log keeps the reason.
+    return ResolvedModel(spec.key, spec.local_dir, f"the app's own copy, {_short(spec.local_dir)}", reason)
 
 
 def hub_failure(error: Exception, spec: ModelSpec) -> str:
@@ -103,5 +106,6 @@ def load_models(specs: list[ModelSpec], offline: bool = False, device: str = "cp
         resolved = resolve(spec, offline)
         models[spec.key] = load_model(resolved.folder, device)
         sources[spec.key] = resolved.source
-        log.info("model %s (%s) from %s", spec.key.upper(), models[spec.key].config.name, resolved.source)
+        log.info("model %s (%s) from %s%s", spec.key.upper(), models[spec.key].config.name, resolved.source,
+                 f" ({resolved.why_local})" if resolved.why_local else "")
     return models, sources

@@ -1,14 +1,17 @@
-"""Faces followed from webcam frame to frame, each model's answers averaged over a face's recent frames.
+"""Faces followed from frame to frame (webcam, video), each model's answers averaged over a face's recent frames.
 
-A small box-overlap matcher, not a tracker package: the webcam shows a few faces at a few frames a
-second, so greedy matching by intersection over union is enough, costs microseconds, and adds no
-dependency. (ByteTrack and the like earn their keep on crowds at video rates, where motion models
-and low-score detections matter.)
+A small tracker, not a tracker package: a camera shows a few faces at a few frames a second. Each
+track remembers where its face was and how fast it moved; a new frame's detections are assigned to
+the tracks (an optimal assignment, `assign`) by how far each detection lies from where the track's
+face should be now, measured in face widths, so a face that moves half its width between frames
+keeps its number at 4 frames a second as at 8. (ByteTrack and the like earn their keep on crowds at
+video rates, where appearance and low-score detections matter.)
 
-Each model's answers are combined over the last `window` frames of a face: the age distributions
-are averaged (a mixture, not a product: successive frames of one face are near-copies, not
-independent evidence, so the 80 % range keeps its calibrated width instead of shrinking towards
-overconfidence), and so is P(female). The box is averaged too, so it stops jittering.
+The box drawn is the one detected in this frame: averaging positions makes a moving face's box
+trail behind it. What is smoothed is the answers: each model's answers are combined over the last
+`window` frames of a face. The age distributions are averaged (a mixture, not a product: successive
+frames of one face are near-copies, not independent evidence, so the 80 % range keeps its
+calibrated width instead of shrinking towards overconfidence), and so is P(female).
 """
 
 from __future__ import annotations
@@ -19,73 +22,134 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from demo.faces import Face
 from demo.heads import AGE_MIN
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 
-# Matching: a detection continues a track whose last box overlaps it by at least this much.
-MIN_IOU = 0.3
+# A detection continues a track when its centre lies within this many of the track's face widths of
+# where the face should be (moved on at its last speed) or of where it was last seen.
+MAX_JUMP = 1.0
+# One face's detected width changes by at most this factor between two frames.
+MAX_SIZE_CHANGE = 1.6
 # Frames a track survives without a detection (a blink of the detector) before it is dropped.
 MAX_MISSED = 3
 # Frames a face's answers are averaged over.
 WINDOW = 8
+# How much of a new step's displacement the speed estimate takes in (the rest: the speed so far).
+SPEED_GAIN = 0.7
+
+Box = tuple[float, float, float, float]
 
 
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def centre(box: Box) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def width(box: Box) -> float:
+    return max(1e-6, box[2] - box[0])
+
+
+def assign(cost: np.ndarray, gate: float) -> list[tuple[int, int]]:
+    """The (row, column) pairs of least total cost, each row and column used at most once, and no
+    pair costing more than `gate` (the Hungarian method, O(n^2 m); n and m are a few faces here)."""
+    if cost.size == 0:
+        return []
+    transposed = cost.shape[0] > cost.shape[1]
+    c = np.where(cost > gate, gate * 1e3 + 1, cost)  # gated pairs cost more than any allowed assignment
+    c = c.T if transposed else c
+    n, m = c.shape
+    # Potentials u (rows), v (columns); way[j]: the previous column on the augmenting path to j.
+    u, v = np.zeros(n + 1), np.zeros(m + 1)
+    owner, way = np.zeros(m + 1, dtype=int), np.zeros(m + 1, dtype=int)  # owner[j]: row (1-based) of column j
+    for i in range(1, n + 1):
+        owner[0], j0 = i, 0
+        least, used = np.full(m + 1, np.inf), np.zeros(m + 1, dtype=bool)
+        while owner[j0]:
+            used[j0] = True
+            i0, delta, j1 = owner[j0], np.inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    reduced = c[i0 - 1, j - 1] - u[i0] - v[j]
+                    if reduced < least[j]:
+                        least[j], way[j] = reduced, j0
+                    if least[j] < delta:
+                        delta, j1 = least[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    least[j] -= delta
+            j0 = j1
+        while j0:  # flip the augmenting path
+            j1 = way[j0]
+            owner[j0] = owner[j1]
+            j0 = j1
+    pairs = [(owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j]]
+    pairs = [(j, i) if transposed else (i, j) for i, j in pairs]
+    return sorted((i, j) for i, j in pairs if cost[i, j] <= gate)
 
 
 @dataclass
 class Track:
     number: int  # shown on the face while it stays
-    boxes: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    box: Box  # where it was last detected
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre's pixels a frame
     answers: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # per frame: model key -> ModelAnswer
     missed: int = 0
 
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        return tuple(np.mean(self.boxes, axis=0).tolist())
+    def distance(self, box: Box) -> float:
+        """How far a detection lies from this face, in its face widths: from where it should be now, or
+        from where it was (whichever is nearer: a face that turns round is near the second)."""
+        seen = centre(self.box)
+        expected = seen + self.velocity * (self.missed + 1)
+        return min(np.linalg.norm(centre(box) - expected), np.linalg.norm(centre(box) - seen)) / width(self.box)
+
+    def follow(self, box: Box) -> None:
+        step = (centre(box) - centre(self.box)) / (self.missed + 1)
+        self.velocity = SPEED_GAIN * step + (1 - SPEED_GAIN) * self.velocity
+        self.box, self.missed = box, 0
 
 
 class FaceTracker:
-    """One per webcam session: `update` turns a frame's result into one with steady numbers and answers."""
+    """One per stream: `update` turns a frame's result into one with steady numbers and averaged answers."""
 
-    def __init__(self, window: int = WINDOW, min_iou: float = MIN_IOU, max_missed: int = MAX_MISSED) -> None:
-        self.window, self.min_iou, self.max_missed = window, min_iou, max_missed
+    def __init__(self, window: int = WINDOW, max_jump: float = MAX_JUMP, max_missed: int = MAX_MISSED) -> None:
+        self.window, self.max_jump, self.max_missed = window, max_jump, max_missed
         self.tracks: list[Track] = []
         self._next_number = 1
 
+    def match(self, boxes: list[Box]) -> dict[int, int]:
+        """Detection index -> track index, for the detections that continue a track."""
+        cost = np.full((len(boxes), len(self.tracks)), np.inf)
+        for fi, box in enumerate(boxes):
+            for ti, track in enumerate(self.tracks):
+                ratio = width(box) / width(track.box)
+                if 1 / MAX_SIZE_CHANGE <= ratio <= MAX_SIZE_CHANGE:
+                    cost[fi, ti] = track.distance(box)
+        return dict(assign(np.where(np.isfinite(cost), cost, self.max_jump + 1), self.max_jump))
+
     def update(self, result: ImageResult) -> ImageResult:
-        """The frame's faces matched to the tracks, numbered by track, with averaged boxes and answers."""
-        pairs = sorted(((iou(t.boxes[-1], f.face.box), ti, fi) for ti, t in enumerate(self.tracks)
-                        for fi, f in enumerate(result.faces)), reverse=True)
-        matched: dict[int, int] = {}  # face index -> track index
-        used: set[int] = set()
-        for overlap, ti, fi in pairs:
-            if overlap < self.min_iou:
-                break
-            if ti not in used and fi not in matched:
-                matched[fi], used = ti, used | {ti}
+        """The frame's faces matched to the tracks, numbered by track, with their answers averaged."""
+        matched = self.match([f.face.box for f in result.faces])
         for ti, track in enumerate(self.tracks):
-            track.missed = 0 if ti in used else track.missed + 1
+            if ti not in matched.values():
+                track.missed += 1
+        # New faces are numbered from left to right, as a reader scans the frame.
+        new = sorted((fi for fi in range(len(result.faces)) if fi not in matched),
+                     key=lambda fi: result.faces[fi].face.box[0])
+        for fi in new:
+            track = Track(self._next_number, result.faces[fi].face.box, answers=deque(maxlen=self.window))
+            self._next_number += 1
+            self.tracks.append(track)
+            matched[fi] = len(self.tracks) - 1
         faces = []
         for fi, face in enumerate(result.faces):
-            if fi in matched:
-                track = self.tracks[matched[fi]]
-            else:
-                track = Track(self._next_number, deque(maxlen=self.window), deque(maxlen=self.window))
-                self._next_number += 1
-                self.tracks.append(track)
-            track.boxes.append(face.face.box)
+            track = self.tracks[matched[fi]]
+            if fi not in new:
+                track.follow(face.face.box)
             if face.judged:
                 track.answers.append(face.answers)
-            steady = Face(box=track.box, score=face.face.score, landmarks=face.face.landmarks)
-            faces.append(FaceResult(track.number, steady, face.crop, self._averaged(track) if face.judged else {}))
+            faces.append(FaceResult(track.number, face.face, face.crop, self._averaged(track) if face.judged else {}))
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         return ImageResult(size=result.size, faces=sorted(faces, key=lambda f: f.number),
                            timings_ms=result.timings_ms, below_min_score=result.below_min_score,

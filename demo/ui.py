@@ -6,18 +6,21 @@ import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from demo.cards import read_measured
 from demo.draw import annotate
+from demo.export import faces_data, write_results
 from demo.faces import MIN_SCORE
 from demo.files import atomic_write
 from demo.images import ImageError, load_image, to_rgb
-from demo.live import STREAM_EVERY, LiveSession
+from demo.live import STREAM_EVERY, STREAM_LIMIT_S, STREAM_SLOTS, LiveSession, StreamTurns
 from demo.predictor import ImageResult, Predictor
 from demo.tracking import WINDOW
 
@@ -25,7 +28,6 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 TABLE_HEADERS = ["face", "detection"]
-STREAM_TIME_LIMIT_S = 120  # one webcam session at most this long, so others get a turn
 # Gradio keeps a copy of the page's state per session, 10,000 sessions by default: a Space's memory
 # then grows with every new visitor (tools.loadtest --soak). The most recent SESSIONS_KEPT stay; an
 # older visitor coming back only starts a new webcam tracker.
@@ -91,35 +93,43 @@ def write_cached_images_atomically() -> None:
     processing_utils.save_pil_to_cache = save_pil_to_cache
 
 
-def result_table(result: ImageResult, names: dict[str, str], gender_accuracy: dict[str, float | None]
-                 ) -> list[list[str]]:
-    """One row per face: each model's age and gender, and where two models disagree on gender, which to believe."""
+def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
+    """One row per face: its number, detection score, and each model's age (80 % range) and gender."""
     rows = []
     for face in result.faces:
         row = [f"#{face.number}", f"{face.face.score:.2f}"]
         for key in names:
             answer = face.answers.get(key)
-            if answer is None:
-                row += ["too small", ""]
-            else:
-                row += [answer.age_text(), answer.gender_text()]
-        if len(names) > 1:
-            row.append(gender_disagreement(face.answers, gender_accuracy))
+            row += ["too small", ""] if answer is None else [answer.age_text(), answer.gender_text()]
         rows.append(row)
     return rows
 
 
 def gender_disagreement(answers: dict, gender_accuracy: dict[str, float | None]) -> str:
-    """'' when the models agree on gender; else which model is right more often on test faces (its card's)."""
+    """'' when the models agree on gender; else a sentence saying which model to trust more, and why:
+    the share of test faces whose gender each model got right (from its model card)."""
     genders = {key: a.gender for key, a in answers.items() if a.gender is not None}
     if len(set(genders.values())) < 2:
         return ""
     measured = {key: gender_accuracy.get(key) for key in genders if gender_accuracy.get(key) is not None}
     if len(measured) < len(genders):
-        return "gender disagrees"
+        return "the models disagree on gender."
     best = max(measured, key=measured.get)
-    accuracies = " vs ".join(f"{100 * measured[k]:.1f}" for k in [best, *(k for k in measured if k != best)])
-    return f"gender disagrees: {best.upper()} is right more often ({accuracies} %)"
+    others = ", ".join(f"{k.upper()} {100 * measured[k]:.1f} %" for k in measured if k != best)
+    return (f"the models disagree on gender. On the test faces of their model cards, {best.upper()} got "
+            f"{100 * measured[best]:.1f} % of genders right ({others}): trust {best.upper()} more.")
+
+
+def photo_note(result: ImageResult, min_score: float, gender_accuracy: dict[str, float | None]) -> str:
+    """What the page says under a photo: how many faces, what was left out, and where the models disagree."""
+    if result.note:
+        return result.note
+    lines = [f"{len(result.faces)} face(s) found." + (
+        f" {result.below_min_score} detection(s) below the minimum score {min_score:.2f} left out."
+        if result.below_min_score else "")]
+    lines += [f"#{face.number}: {text}" for face in result.faces
+              if (text := gender_disagreement(face.answers, gender_accuracy))]
+    return "\n\n".join(lines)
 
 
 def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Image.Image, str]]:
@@ -147,8 +157,6 @@ def sweep_cache(demo: gr.Blocks, age_s: float = CACHE_AGE_S, every_s: float = CA
     A file served again has its time refreshed (write_cached_images_atomically), so it is not deleted
     while in use.
     """
-    from gradio.utils import get_upload_folder
-
     folder = Path(get_upload_folder())
 
     def loop() -> None:
@@ -188,12 +196,15 @@ def warm_up(predictor: Predictor) -> None:
 
 
 def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, sources: dict[str, str] | None = None,
-               stream_every: float = STREAM_EVERY) -> gr.Blocks:
+               stream_every: float = STREAM_EVERY, turns: StreamTurns | None = None) -> gr.Blocks:
     """The app. `live_predictor` (default: `predictor`) serves webcam frames; it may use a faster detector.
 
     `stream_every` is the fastest a webcam session is offered frames: the browser sends the next
     frame only once the last is answered, so each session's rate follows the machine below it.
+    `turns` shares the camera among sessions (default: STREAM_SLOTS at once, STREAM_LIMIT_S each).
     """
+    turns = turns or StreamTurns(STREAM_SLOTS, STREAM_LIMIT_S)
+    results_folder = Path(get_upload_folder()) / "results"
     write_cached_images_atomically()
     live_predictor = live_predictor or predictor
     keys = list(predictor.models)
@@ -201,44 +212,52 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     measured = {k: read_measured(m.folder) for k, m in predictor.models.items()}
     gender_accuracy = {k: m.gender_accuracy if m else None for k, m in measured.items()}
     headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
-    headers += ["A vs B" if keys == ["a", "b"] else "models"] if len(keys) > 1 else []
-    # Narrow number columns, so the disagreement note has room to show whole.
-    widths = ["6%", "8%"] + ["11%", "13%"] * len(keys)
-    widths += [f"{100 - 14 - 24 * len(keys)}%"] if len(keys) > 1 else []
     warm_up(live_predictor)
 
     def predict_photo(path: str | None, min_score: float = MIN_SCORE):
+        """Annotated photo, table, crops, note, per-face data and the data's files, for one upload."""
         if not path:
-            return None, [], [], "Upload a photo first."
+            return None, [], [], "Upload a photo first.", [], None
         try:
             image = load_image(path)
         except ImageError as error:
             # In the page, where it stays, with the previous photo's answers cleared.
-            return None, [], [], f"**Could not use this file:** {error}."
+            return None, [], [], f"**Could not use this file:** {error}.", [], None
         result = predictor.predict(image, min_score=min_score)
-        note = result.note or f"{len(result.faces)} face(s) found." + (
-            f" {result.below_min_score} detection(s) below the minimum score {min_score:.2f} left out."
-            if result.below_min_score else "")
-        table = result_table(result, names, gender_accuracy)
-        return annotate(image, result, keys), table, gallery_items(result, names), note
+        # The files go to Gradio's cache, which sweep_cache empties of old files.
+        files = write_results(results_folder / uuid.uuid4().hex, Path(path).name, result)
+        return (annotate(image, result, keys), result_table(result, names), gallery_items(result, names),
+                photo_note(result, min_score, gender_accuracy), faces_data(result), [str(f) for f in files])
 
     def rescore_photo(path: str | None, min_score: float):
         """Moving the slider re-runs the photo shown, if there is one."""
         if not path:
-            return (gr.skip(),) * 4
+            return (gr.skip(),) * 6
         return predict_photo(path, min_score)
 
     def predict_frame(frame: np.ndarray | None, session: LiveSession | None):
-        """One webcam frame; `session` (tracker and frame rate) is this session's, made on its first frame."""
+        """One webcam frame; `session` (tracker, frame rate, turn) is this page's, made on its first frame."""
         if frame is None:
             return None, gr.skip(), gr.skip(), session
-        arrived = time.perf_counter()
         session = session or LiveSession()
+        session.frame_arrived(time.monotonic(), turns.gap_s)
+        if message := turns.turn(session):
+            return None, [], message, session
+        arrived = time.perf_counter()
         image = to_rgb(Image.fromarray(frame))
         result = session.tracker.update(live_predictor.predict(image))
         annotated = np.asarray(annotate(image, result, keys))
         session.meter.frame(arrived, time.perf_counter())
-        return annotated, result_table(result, names, gender_accuracy), session.meter.status(), session
+        session.last_seen = time.monotonic()
+        return annotated, result_table(result, names), session.meter.status(), session
+
+    def watch_stream(session: LiveSession | None):
+        """Every second on the Webcam tab: when this page's frames have stopped, give up its turn and say so."""
+        if session is None or session.last_seen is None or not session.stopped(time.monotonic(), turns.gap_s):
+            return gr.skip()
+        turns.leave(session)
+        session.last_seen = None  # said once; the next frame starts a new stream
+        return "Stopped. Press record to start again."
 
     source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
         sources.get(k) if sources else None,
@@ -249,10 +268,11 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "
             "**Model B**, a face-recognition network fine-tuned on the same data. Ages come with an 80 % range. "
             "Both models were trained on UTKFace and FairFace and estimate apparent age and binary gender as "
-            "labelled there: a demonstration, not a judgement about anyone."
+            "labelled there: a demonstration, not a judgement about anyone. Photos and camera frames are sent "
+            f"to this server to be judged; uploads and answers are deleted after {CACHE_AGE_S // 60} minutes."
         )
         gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
-        with gr.Tab("Photo"):
+        with gr.Tab("Photo") as photo_tab:
             with gr.Row():
                 photo = pass_uploads_as_they_are(
                     gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
@@ -260,14 +280,16 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             min_score = gr.Slider(0.8, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
                                   info="Detections scoring lower are left out: below the default they are "
                                        "mostly ears, hands and patterns. (MTCNN reports nothing under 0.8.)")
-            note = gr.Markdown(elem_id="note")
-            table = gr.Dataframe(headers=headers, label="Per face", interactive=False, wrap=True, column_widths=widths,
-                                 elem_id="faces-table")
+            note = gr.Markdown(label="note", elem_id="note")
+            table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
             # fit_columns=False: one crop stays a thumbnail instead of filling the width.
             crops = gr.Gallery(label="Face crops as the models see them", columns=6, height=230, fit_columns=False,
                                object_fit="contain", elem_id="crops")
             button = gr.Button("Find faces", variant="primary")
-            outputs = [annotated, table, crops, note]
+            with gr.Accordion("Results as data: JSON and CSV", open=False):
+                faces = gr.JSON(label="faces", elem_id="faces-json")
+                downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
+            outputs = [annotated, table, crops, note, faces, downloads]
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
             if examples:  # a click on an example runs it, as an upload does
                 gr.Examples(examples=examples, inputs=[photo], outputs=outputs, fn=predict_photo, run_on_click=True,
@@ -279,21 +301,31 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             # going, only the last value is kept.
             min_score.input(rescore_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo",
                             trigger_mode="always_last")
-        with gr.Tab("Webcam"):
+        with gr.Tab("Webcam") as webcam_tab:
             gr.Markdown(f"Allow the camera, then press record. Each face keeps its number while it stays in view, "
                         f"and its answers are averaged over its last {WINDOW} frames, so they hold still. Frames "
-                        f"are answered as fast as this machine can, up to {1 / stream_every:.0f} a second; a "
-                        f"session stops after {STREAM_TIME_LIMIT_S} s.")
+                        f"are answered as fast as this machine can, up to {1 / stream_every:.0f} a second. "
+                        f"{turns.slots} people can stream at once, {turns.limit_s:.0f} s each; others wait "
+                        "their turn, and this page says so.")
             with gr.Row():
                 camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                   webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
                 live = gr.Image(label="Live", format="jpeg", elem_id="live")
-            live_rate = gr.Markdown(elem_id="live-rate")
+            live_rate = gr.Markdown(label="status", elem_id="live-rate")
             live_table = gr.Dataframe(headers=headers, label="Per face, averaged over its recent frames",
-                                      interactive=False, wrap=True, column_widths=widths, elem_id="live-table")
-            session = gr.State(None)  # this session's LiveSession
+                                      interactive=False, elem_id="live-table")
+            session = gr.State(None)  # this page's LiveSession
+            # No concurrency limit of Gradio's: StreamTurns decides whose frames the models answer, and a
+            # waiting session's frames are answered at once with its place in line, not queued behind them.
+            # Gradio's time limit only ends streams left running far past their turn.
             camera.stream(predict_frame, [camera, session], [live, live_table, live_rate, session],
-                          stream_every=stream_every,
-                          time_limit=STREAM_TIME_LIMIT_S,
-                          concurrency_limit=2, concurrency_id="webcam", show_progress="hidden", api_name="stream")
+                          stream_every=stream_every, time_limit=5 * turns.limit_s, concurrency_limit=None,
+                          concurrency_id="webcam", show_progress="hidden", api_name="stream")
+        # While the Webcam tab is open, a tick a second notices a stream that stopped (Gradio tells the
+        # server nothing when Stop is pressed).
+        watch = gr.Timer(1.0, active=False)
+        watch.tick(watch_stream, [session], [live_rate], show_progress="hidden", api_visibility="private",
+                   concurrency_limit=None)
+        webcam_tab.select(lambda: gr.Timer(active=True), None, watch, api_visibility="private")
+        photo_tab.select(lambda: gr.Timer(active=False), None, watch, api_visibility="private")
     return demo

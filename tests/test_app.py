@@ -17,26 +17,46 @@ def client(server):
     return Client(server[0], verbose=False)
 
 
-def test_photo_gives_boxes_table_and_crops(client):
-    annotated, table, crops, note = client.predict(handle_file(str(GROUP)), api_name="/predict")
+def test_photo_gives_boxes_table_crops_and_its_results_as_data(client):
+    annotated, table, crops, note, faces, files = client.predict(handle_file(str(GROUP)), api_name="/predict")
     assert Image.open(annotated).size == Image.open(GROUP).size
     rows = table["data"]
     assert len(rows) == GROUP_FACES and rows[0][0] == "#1"
-    assert table["headers"][2:] == ["A age (80 % range)", "A gender", "B age (80 % range)", "B gender", "A vs B"]
+    assert table["headers"][2:] == ["A age (80 % range)", "A gender", "B age (80 % range)", "B gender"]
     assert len(crops) == GROUP_FACES
-    assert note == f"{GROUP_FACES} face(s) found."
-    # Where the two models disagree on gender, the table says which is right more often (from the model cards).
-    disagree = [row for row in rows if row[-1]]
-    assert disagree and all(row[3].split()[0] != row[5].split()[0] for row in disagree)
-    assert all(row[-1] == "" for row in rows if row[3].split()[0] == row[5].split()[0])
-    assert disagree[0][-1] == "gender disagrees: B is right more often (92.6 vs 89.5 %)"
+    assert note.startswith(f"{GROUP_FACES} face(s) found.")
+    # Where the two models disagree on gender, the note says which to trust more, and why (the model cards).
+    disagree = [row for row in rows if row[3].split()[0] != row[5].split()[0]]
+    assert disagree and all(f"{row[0]}: the models disagree on gender" in note for row in disagree)
+    assert note.count("disagree") == len(disagree)
+    assert ("On the test faces of their model cards, B got 92.6 % of genders right (A 89.5 %): trust B more."
+            in note)
+    # The same answers as data: per face, numbered left to right, and as the batch CLI's CSV and as JSON.
+    assert [f["face"] for f in faces] == list(range(1, GROUP_FACES + 1))
+    lefts = [f["box"][0] for f in faces]
+    assert lefts == sorted(lefts) and all(0.9 <= f["detection_score"] <= 1 for f in faces)
+    for face, row in zip(faces, rows):
+        for key, column in (("a", 2), ("b", 4)):
+            answer = face["models"][key]
+            shown, shown_range = row[column].split()
+            assert abs(answer["age"] - int(shown)) <= 0.55  # the table rounds what the data keeps to 0.1
+            assert shown_range == f"({answer['age_low']}-{answer['age_high']})"
+            assert 0 <= answer["p_female"] <= 1 and answer["gender"] in ("female", "male")
+    names = sorted(Path(f).name for f in files)
+    assert names == ["group_faces.csv", "group_faces.json"]
+    import csv
+    import json
+
+    csv_rows = list(csv.DictReader(open(next(f for f in files if f.endswith(".csv")))))
+    assert len(csv_rows) == 2 * GROUP_FACES and csv_rows[0]["file"] == "group.jpg"
+    assert json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())["faces"] == faces
 
 
 def test_no_face_gives_a_note(client, tmp_path):
     path = tmp_path / "wall.jpg"
     Image.new("RGB", (400, 300), (200, 180, 150)).save(path)
-    _, table, crops, note = client.predict(handle_file(str(path)), api_name="/predict")
-    assert table["data"] in ([], [[""] * 7]) and crops == []
+    _, table, crops, note, *_ = client.predict(handle_file(str(path)), api_name="/predict")
+    assert table["data"] in ([], [[""] * 6]) and crops == []
     assert "No face found" in note
 
 
@@ -62,10 +82,10 @@ def _bad_files(tmp_path):
 def test_bad_uploads_get_clear_messages_in_the_page_and_the_server_keeps_answering(client, tmp_path):
     messages = ("empty", "not an image", "damaged or truncated", "megapixels")
     for path, message in zip(_bad_files(tmp_path), messages):
-        annotated, table, crops, note = client.predict(handle_file(str(path)), api_name="/predict")
+        annotated, table, crops, note, *_ = client.predict(handle_file(str(path)), api_name="/predict")
         assert note.startswith("**Could not use this file:**") and message in note  # stays on the page
         assert annotated is None and crops == [] and table["data"] in ([], [[""] * 7])
-        _, table, _, _ = client.predict(handle_file(str(ASTRONAUT)), api_name="/predict")
+        _, table, _, _, *_ = client.predict(handle_file(str(ASTRONAUT)), api_name="/predict")
         assert len(table["data"]) == 1
 
 
@@ -73,7 +93,7 @@ def test_bad_uploads_get_clear_messages_in_the_page_and_the_server_keeps_answeri
 def test_an_image_too_small_for_a_face_says_so(client, tmp_path, size):
     path = tmp_path / "tiny.png"
     Image.new("RGB", size, (120, 100, 90)).save(path)
-    _, table, _, note = client.predict(handle_file(str(path)), api_name="/predict")
+    _, table, _, note, *_ = client.predict(handle_file(str(path)), api_name="/predict")
     assert f"{size[0]}x{size[1]} pixels: too small to hold a face" in note
 
 
@@ -82,7 +102,7 @@ def test_a_16_bit_grayscale_png_reaches_the_models_in_its_grey_levels(client, tm
     path = tmp_path / "grey16.png"
     Image.fromarray(grey).save(path)
     assert Image.open(path).mode in ("I;16", "I")
-    annotated, table, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    annotated, table, _, _, *_ = client.predict(handle_file(str(path)), api_name="/predict")
     assert len(table["data"]) == 1  # blown to black and white by a conversion, the face was lost
     shown = np.asarray(Image.open(annotated).convert("L"), dtype=float)
     assert 40 < shown.std() and len(np.unique(shown.round(-1))) > 10  # grey levels, not two
@@ -94,7 +114,7 @@ def test_a_transparent_area_is_shown_on_white_whatever_pixels_it_hides(client, t
     rgba[:, half:] = (0, 0, 0, 0)  # transparent black on the right
     path = tmp_path / "alpha.png"
     Image.fromarray(rgba).save(path)
-    annotated, _, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    annotated, _, _, _, *_ = client.predict(handle_file(str(path)), api_name="/predict")
     right = np.asarray(Image.open(annotated).convert("RGB"))[:, half + 20 :]
     assert right.mean() > 240
 
@@ -104,7 +124,7 @@ def test_a_close_up_gets_its_label_inside_the_photo(client, tmp_path):
 
     path = tmp_path / "close_up.jpg"
     Image.open(HOPPER).convert("RGB").crop((170, 115, 360, 345)).resize((200, 200)).save(path, quality=95)
-    annotated, table, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+    annotated, table, _, _, *_ = client.predict(handle_file(str(path)), api_name="/predict")
     assert len(table["data"]) == 1
     pixels = np.asarray(Image.open(annotated).convert("RGB"), dtype=int)
     label = (np.abs(pixels - np.array(COLOURS[0])).sum(axis=-1) < 60).sum(axis=1)  # label colour per row
@@ -115,15 +135,15 @@ def test_model_sources_and_measured_accuracy_are_shown(server):
     url, demo = server
     config = demo.get_config_file()
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
-    assert "local weights/model_a (offline mode)" in texts
+    assert "the app's own copy, weights/model_a" in texts and "offline" not in texts
     # From each model's card: Model B's numbers, as weights/model_b/README.md records them.
     assert ("measured on test faces: UTKFace: age MAE 4.69 years, gender 94.0 %; FairFace: age group 56.8 % exact"
             in texts)
 
 
 def test_minimum_detection_score_is_an_input(client):
-    _, table, _, note = client.predict(handle_file(str(GROUP)), 1.0, api_name="/predict")
-    assert table["data"] in ([], [[""] * 7])
+    _, table, _, note, *_ = client.predict(handle_file(str(GROUP)), 1.0, api_name="/predict")
+    assert table["data"] in ([], [[""] * 6])
     assert f"{GROUP_FACES} detection(s) scored below the minimum detection score 1.00" in note
 
 
@@ -145,15 +165,16 @@ def test_cached_outputs_are_written_whole(tmp_path):
     assert Image.open(first).size == image.size and not list(tmp_path.rglob("*.tmp"))
 
 
-def test_gender_disagreement_names_the_model_measured_better():
+def test_gender_disagreement_names_the_model_measured_better_and_says_what_its_numbers_are():
     from demo.predictor import ModelAnswer
     from demo.ui import gender_disagreement
 
     female, male = ModelAnswer(30, 25, 36, 0.9), ModelAnswer(31, 26, 37, 0.2)
     assert gender_disagreement({"a": female, "b": female}, {"a": 0.9, "b": 0.8}) == ""
     assert gender_disagreement({"a": female, "b": male}, {"a": 0.85, "b": 0.9}) == (
-        "gender disagrees: B is right more often (90.0 vs 85.0 %)")
-    assert gender_disagreement({"a": female, "b": male}, {"a": None, "b": 0.9}) == "gender disagrees"
+        "the models disagree on gender. On the test faces of their model cards, B got 90.0 % of genders right "
+        "(A 85.0 %): trust B more.")
+    assert gender_disagreement({"a": female, "b": male}, {"a": None, "b": 0.9}) == "the models disagree on gender."
 
 
 def test_the_cache_sweep_deletes_old_files_but_the_examples(tmp_path):

@@ -4,7 +4,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from demo.predict import COLUMNS, main
+from demo.export import COLUMNS
+from demo.predict import main
 from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES
 
 
@@ -27,8 +28,8 @@ def test_batch_csv(tmp_path, capsys):
     group = by_file["group.jpg"]
     assert len(group) == 2 * GROUP_FACES and {r["model"] for r in group} == {"a", "b"}
     assert [r["face"] for r in group[::2]] == [str(i) for i in range(1, GROUP_FACES + 1)]
-    scores = [float(r["det_score"]) for r in group[::2]]
-    assert scores == sorted(scores, reverse=True)
+    lefts = [float(r["x1"]) for r in group[::2]]
+    assert lefts == sorted(lefts)  # numbered left to right
     (astro_a, astro_b) = by_file["astronaut.jpg"]
     for row in (astro_a, astro_b):
         assert float(row["age_low"]) <= float(row["age"]) <= float(row["age_high"]) + 1
@@ -142,3 +143,32 @@ def test_extract_split_copies_the_photos_of_one_split_as_they_are(tiny_pack, utk
         copy = ("UTKFace/" if r["dataset"] == "utkface" else "") + r["file"]
         source = utk_folder if r["dataset"] == "utkface" else ff_folder
         assert (tmp_path / "test_photos" / copy).read_bytes() == (source / r["file"]).read_bytes()
+
+
+def test_ctrl_c_says_in_one_line_how_to_continue_and_the_same_command_continues(tmp_path):
+    """A real process, interrupted by a real SIGINT (Ctrl-C) once it has written some photos' rows."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(40):
+        shutil.copy(ASTRONAUT, photos / f"{i:02d}.jpg")
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "demo.predict", str(photos), "--out", str(out), "--offline", "--workers", "0"]
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(command, cwd=root, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 5):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "run the same command again to continue" in stderr
+    written = {row["file"] for row in csv.DictReader(out.open())}
+    assert 0 < len(written) < 40
+    subprocess.run(command, cwd=root, check=True, capture_output=True, timeout=600)
+    assert len({row["file"] for row in csv.DictReader(out.open())}) == 40

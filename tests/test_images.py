@@ -92,3 +92,22 @@ def _bomb(tmp_path):
 def test_bad_files_give_a_clear_message(tmp_path, make, message):
     with pytest.raises(ImageError, match=message):
         load_image(make(tmp_path))
+
+
+def test_a_60_megapixel_phone_photo_is_shrunk_as_it_is_decoded_and_its_face_found(tmp_path, predictor):
+    from demo.images import WORK_PIXELS
+
+    canvas = Image.new("RGB", (9000, 6750), (120, 130, 140))  # 60.75 MP, as a phone's 200 MP mode gives less
+    face = Image.open(ASTRONAUT).convert("RGB").resize((2400, 2400))
+    canvas.paste(face, (3300, 2100))
+    path = tmp_path / "phone.jpg"
+    canvas.save(path, quality=85)
+    image = load_image(path)
+    assert image.width * image.height <= WORK_PIXELS and abs(image.width / image.height - 9000 / 6750) < 0.01
+    assert len(predictor.predict(image).faces) == 1
+
+
+def test_a_png_too_large_to_decode_safely_is_refused_by_its_declared_size(tmp_path):
+    path = _save(tmp_path, "huge.png", Image.new("1", (12000, 10000)), optimize=True)  # 120 MP in a few KB
+    with pytest.raises(ImageError, match=r"12000x10000 pixels; PNG photos up to 100 megapixels"):
+        load_image(path)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from demo.draw import annotate, face_label
+from demo.draw import annotate, face_label, layout
 from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES, HOPPER
 
 
@@ -61,6 +61,41 @@ def test_drawing_boxes_and_labels(predictor):
     assert drawn.size == photo.size and drawn.tobytes() != photo.tobytes()
     label = face_label(result.faces[0], ["a", "b"])
     assert label.startswith("#1 A: ") and " B: " in label
+
+
+def test_faces_are_numbered_left_to_right(predictor):
+    result = predictor.predict(Image.open(GROUP).convert("RGB"))
+    lefts = [f.face.box[0] for f in result.faces]
+    assert [f.number for f in result.faces] == list(range(1, GROUP_FACES + 1)) and lefts == sorted(lefts)
+
+
+def _side_by_side(count: int, width: float, gap: float, top: float = 200):
+    """A result with `count` judged faces in a row, `width` wide, `gap` apart."""
+    from demo.faces import Face
+    from demo.predictor import FaceResult, ImageResult, ModelAnswer
+
+    answer = ModelAnswer(34.0, 27, 42, 0.1)
+    faces = [FaceResult(n + 1, Face((10 + n * (width + gap), top, 10 + n * (width + gap) + width, top + width), 0.99,
+                                    None), crop=object(), answers={"a": answer, "b": answer}) for n in range(count)]
+    return ImageResult(size=(640, 480), faces=faces, timings_ms={})
+
+
+def test_labels_of_faces_side_by_side_never_overlap():
+    def measure(text: str) -> tuple[float, float]:  # 7 px a character, 16 px high, as the default font at 640 px
+        return 7 * len(text) + 4, 16
+
+    def overlap(a, b) -> bool:
+        return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+    for count, width, gap, top in ((5, 60, 10, 200), (8, 70, 5, 200), (4, 100, 20, 5), (3, 150, 0, 300)):
+        result = _side_by_side(count, width, gap, top)
+        labels = layout(result, ["a", "b"], (640, 480), measure)
+        assert len(labels) == count
+        assert not any(overlap(a.rect, b.rect) for i, a in enumerate(labels) for b in labels[i + 1 :])
+        assert all(0 <= r[0] and r[2] <= 640 and 0 <= r[1] and r[3] <= 480 for r in (lab.rect for lab in labels))
+    # Room for whole labels: every label is whole (a ladder above and below the faces).
+    whole = layout(_side_by_side(5, 60, 10), ["a", "b"], (640, 480), measure)
+    assert all(" A: " in lab.text for lab in whole)
 
 
 def test_detections_below_the_minimum_score_are_left_out_and_counted(predictor):

@@ -23,7 +23,7 @@ def test_repo_id_may_be_a_local_folder(tmp_path):
 def test_offline_uses_weights_folder_and_says_so():
     resolved = resolve(_spec("someone/unreachable", sources.LOCAL_DIRS["a"]), offline=True)
     assert resolved.folder == sources.LOCAL_DIRS["a"]
-    assert resolved.source == "local weights/model_a (offline mode)"
+    assert (resolved.source, resolved.why_local) == ("the app's own copy, weights/model_a", "offline mode")
 
 
 def test_unreachable_hub_falls_back_to_weights(monkeypatch, caplog):
@@ -31,8 +31,9 @@ def test_unreachable_hub_falls_back_to_weights(monkeypatch, caplog):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     resolved = resolve(_spec("someone/not-cached", sources.LOCAL_DIRS["a"]))
     assert resolved.folder == sources.LOCAL_DIRS["a"]
-    assert resolved.source == "local weights/model_a (the Hub could not be reached for someone/not-cached)"
-    assert "Error" not in resolved.source  # plain words, no exception class names
+    assert resolved.source == "the app's own copy, weights/model_a"  # the page: no failure a visitor cannot fix
+    assert resolved.why_local == "the Hub could not be reached for someone/not-cached"  # the log: why
+    assert "Error" not in resolved.why_local  # plain words, no exception class names
 
 
 def test_no_hub_and_no_local_copy_names_the_file(tmp_path):

@@ -1,4 +1,4 @@
-"""The webcam's face tracker: box overlap worked out by hand, numbers that stay, answers averaged."""
+"""The face tracker: the assignment worked out by hand, numbers that follow moving faces, answers averaged."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from demo.faces import Face
 from demo.heads import RangeRule
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
-from demo.tracking import FaceTracker, average, iou
+from demo.tracking import FaceTracker, assign, average
 
 
 def _frame(*faces):
@@ -20,10 +20,42 @@ def _frame(*faces):
     return ImageResult(size=(640, 480), faces=results, timings_ms={})
 
 
-def test_iou_by_hand():
-    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+def test_assign_finds_the_least_total_cost_and_respects_the_gate():
+    # Greedy would take (0, 0) at 1 and leave row 1 with 9; the optimum pairs (0, 1) and (1, 0): 2 + 2.
+    cost = np.array([[1.0, 2.0], [2.0, 9.0]])
+    assert assign(cost, gate=10) == [(0, 1), (1, 0)]
+    assert assign(cost, gate=1.5) == [(0, 0)]  # pairs over the gate are never made
+    assert assign(np.array([[0.5], [0.2], [0.9]]), gate=1) == [(1, 0)]  # more rows than columns
+    assert assign(np.array([[0.3, 0.1, 0.7]]), gate=1) == [(0, 1)]
+    assert assign(np.zeros((0, 2)), gate=1) == []
+
+
+def _box(x: float, size: float = 100) -> tuple:
+    return (x, 100, x + size, 100 + size)
+
+
+def test_a_face_moving_half_its_width_a_frame_keeps_its_number_and_is_drawn_where_it_is():
+    tracker = FaceTracker()
+    xs = [100, 150, 200, 250, 200, 150, 100, 50, 100, 150]  # half a width a frame, turning twice
+    for x in xs:
+        face = tracker.update(_frame((_box(x), 30, 0.9))).faces[0]
+        assert face.number == 1
+        assert face.face.box == _box(x)  # this frame's box: no trail behind a moving face
+
+
+def test_two_faces_side_by_side_moving_together_keep_their_numbers():
+    tracker = FaceTracker()
+    for step in range(8):
+        x = 40 * step
+        result = tracker.update(_frame((_box(x + 120), 50, 0.1), (_box(x), 30, 0.9)))
+        assert {f.face.box[0]: f.number for f in result.faces} == {x: 1, x + 120: 2}  # numbered left to right
+
+
+def test_a_jump_of_more_than_a_face_width_or_a_new_size_is_a_new_face():
+    tracker = FaceTracker()
+    tracker.update(_frame((_box(100), 30, 0.9)))
+    assert tracker.update(_frame((_box(260), 30, 0.9))).faces[0].number == 2  # 1.6 widths away
+    assert tracker.update(_frame((_box(260, size=200), 30, 0.9))).faces[0].number == 3  # twice the size
 
 
 def test_faces_keep_their_numbers_and_a_newcomer_gets_the_next():
