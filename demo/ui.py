@@ -142,11 +142,49 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
     return items
 
 
+# On a phone the tables scroll sideways rather than break their cells every few characters.
+PAGE_CSS = """
+#faces-table td, #faces-table th, #live-table td, #live-table th { white-space: nowrap; }
+#camera-message:empty { display: none; }
+#camera-message { color: var(--error-text-color, #b91c1c); font-weight: 600; }
+"""
+# The browser refuses the camera without telling the page's webcam component anything a visitor
+# sees: wrap getUserMedia and say why, and what to do, above the camera.
+PAGE_HEAD = """<script>
+(() => {
+  const say = (text) => { const el = document.getElementById("camera-message"); if (el) el.textContent = text; };
+  const media = navigator.mediaDevices;
+  if (!media || !media.getUserMedia) {
+    addEventListener("DOMContentLoaded", () => say("This browser gives this page no camera: it needs a secure " +
+      "address (https:// or localhost) and a browser that allows cameras."));
+    return;
+  }
+  const open = media.getUserMedia.bind(media);
+  media.getUserMedia = async (constraints) => {
+    try {
+      const stream = await open(constraints);
+      say("");
+      return stream;
+    } catch (error) {
+      say(error.name === "NotAllowedError" || error.name === "SecurityError"
+        ? "The camera was refused. Allow it for this site (the camera icon in the address bar, or the " +
+          "browser's site settings), then click the camera area again."
+        : error.name === "NotFoundError" || error.name === "OverconstrainedError"
+        ? "No camera was found. Connect one, or use the Photo tab."
+        : "The camera could not be opened (" + error.name + "): another app may be using it.");
+      throw error;
+    }
+  };
+})();
+</script>"""
+
+
 def launch(demo: gr.Blocks, host: str, port: int | None, sessions_kept: int = SESSIONS_KEPT, **kwargs) -> tuple:
-    """Serve the app with a bounded queue, a bounded number of sessions kept and a swept cache."""
+    """Serve the app with its page style and script, a bounded queue, a bounded number of sessions kept and a
+    swept cache."""
     sweep_cache(demo)  # first: launch blocks unless told not to
     return demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
-                                          **kwargs)
+                                          css=PAGE_CSS, head=PAGE_HEAD, **kwargs)
 
 
 def sweep_cache(demo: gr.Blocks, age_s: float = CACHE_AGE_S, every_s: float = CACHE_SWEEP_S) -> threading.Thread:
@@ -307,6 +345,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                         f"are answered as fast as this machine can, up to {1 / stream_every:.0f} a second. "
                         f"{turns.slots} people can stream at once, {turns.limit_s:.0f} s each; others wait "
                         "their turn, and this page says so.")
+            gr.HTML('<div id="camera-message" role="alert"></div>')
             with gr.Row():
                 camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                   webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))

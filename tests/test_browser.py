@@ -160,7 +160,7 @@ def filming(browser, video: Path, url: str):
         chromium.close()
 
 
-def face_rows(table_text: str, columns: int = 7) -> list[list[str]]:
+def face_rows(table_text: str, columns: int = 6) -> list[list[str]]:
     """The rows of a faces table from its text (one cell a line): each starts at its '#N' cell."""
     cells = [line.strip() for line in table_text.splitlines() if line.strip()]
     return [cells[i : i + columns] for i, cell in enumerate(cells) if cell.startswith("#")]
@@ -197,3 +197,113 @@ def test_the_live_view_is_mirrored_like_the_camera_preview(server, browser, tmp_
     live = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"), dtype=float)
     assert transform.startswith("matrix(-1")  # the preview: mirrored
     assert live[:, :300].mean() < 60 and live[:, 340:].mean() > 190  # the live view: mirrored too
+
+
+def test_a_face_sliding_across_the_camera_keeps_one_number(server, browser, tmp_path):
+    """The fake camera films the portrait sliding left and right at twice its face's width a second (the motion
+    tool's fast case); the live table shows one face, always #1."""
+    from tools.webcam_motion import frame_at, offsets, portrait
+
+    face = portrait(ASTRONAUT)
+    shifts = offsets(span=320, period_s=4.0, fps=10, frames=40)  # one whole period: the camera's loop is seamless
+    video = write_frames_y4m([frame_at(face, s) for s in shifts], tmp_path / "sliding.y4m")
+    with filming(browser, video, server[0]) as page:
+        tables, last = [], None
+        while len(tables) < 15:
+            page.wait_for_function("(last) => { const t = document.querySelector('#live-table');"
+                                   " return t && t.innerText.includes('#') && t.innerText !== last; }",
+                                   arg=last, timeout=60_000)
+            last = page.locator("#live-table").inner_text()
+            tables.append(face_rows(last))
+    assert all([row[0] for row in faces] == ["#1"] for faces in tables), tables
+
+
+def test_three_streams_see_frames_or_their_place_in_line_and_a_turn_ends_with_a_message(shipped_models, predictor,
+                                                                                         browser, tmp_path):
+    """Two turns at once, 20 s each: three pages record at once; each sees frames or the waiting message
+    within 5 s; a turn ends with a message, and the page that waited then gets frames. Stop is noticed."""
+    import time
+
+    from demo.live import StreamTurns
+    from demo.ui import build_demo, launch
+
+    demo = build_demo(predictor, sources=shipped_models[1], stream_every=0.3, turns=StreamTurns(slots=2, limit_s=20))
+    _, url, _ = launch(demo, "127.0.0.1", None, prevent_thread_lock=True, quiet=True)
+    video = write_y4m(ASTRONAUT, tmp_path / "face.y4m")
+    status = "() => document.querySelector('#live-rate')?.innerText || ''"
+    shown = f"() => !!document.querySelector('#live img') || ({status})().includes('Waiting for a turn')"
+    try:
+        with filming_pages(browser, video, url, 3) as pages:
+            seconds = []
+            for page in pages:
+                started = time.monotonic()
+                page.locator("button:visible", has_text="Record").click()
+                page.wait_for_function(shown, timeout=30_000)
+                seconds.append(time.monotonic() - started)
+            assert max(seconds) < 5, seconds
+            texts = [page.evaluate(status) for page in pages]
+            waiting = [i for i, text in enumerate(texts) if "Waiting for a turn" in text]
+            assert len(waiting) == 1 and "number 1 in line" in texts[waiting[0]], texts
+            streaming = [pages[i] for i in range(3) if i not in waiting]
+            streaming[0].wait_for_function(f"() => ({status})().includes('are up')", timeout=60_000)
+            pages[waiting[0]].wait_for_function(f"() => ({status})().includes('frames a second')", timeout=30_000)
+            streaming[1].locator("button:visible", has_text="Stop").click()
+            streaming[1].wait_for_function(f"() => ({status})().startsWith('Stopped')", timeout=15_000)
+    finally:
+        demo.close()
+
+
+@contextmanager
+def filming_pages(browser, video: Path, url: str, count: int):
+    """`count` pages of a Chromium of their own filming `video`, each on the app's Webcam tab, the camera open."""
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=QUIET_FLAGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}"])
+    try:
+        pages = []
+        for _ in range(count):
+            page = chromium.new_context(permissions=["camera"]).new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Webcam").click()
+            page.get_by_text("Click to Access Webcam").click()
+            page.locator("button:visible", has_text="Record").wait_for(timeout=30_000)
+            pages.append(page)
+        yield pages
+    finally:
+        chromium.close()
+
+
+def test_a_refused_camera_is_explained_on_the_page(server, browser):
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM),
+                                           args=QUIET_FLAGS + ["--use-fake-device-for-media-stream"])
+    try:
+        page = chromium.new_context().new_page()  # no camera permission, and no one to accept the prompt
+        page.goto(server[0])
+        page.get_by_role("tab", name="Webcam").click()
+        page.get_by_text("Click to Access Webcam").click()
+        page.wait_for_function("() => (document.querySelector('#camera-message')?.innerText || '')"
+                               ".includes('The camera was refused')", timeout=30_000)
+    finally:
+        chromium.close()
+
+
+def test_the_photo_tab_reads_on_a_phone(server, browser, tmp_path):
+    """390 px wide: the page does not scroll sideways, and no table cell breaks its words over lines."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(server[0])
+    page.locator("input[type=file]").first.set_input_files(str(GROUP))
+    page.wait_for_function(f"() => (document.querySelector('#note')?.innerText || '').includes('{GROUP_FACES} face')",
+                           timeout=60_000)
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    # Per cell, the lines its text runs over (the text's own boxes: a header also holds a sort button).
+    lines = page.evaluate("""() => [...document.querySelectorAll('#faces-table th, #faces-table .body-cell')]
+        .filter(cell => cell.innerText.trim() && cell.offsetParent !== null)
+        .map(cell => { const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT), tops = new Set();
+                       for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+                         if (!node.textContent.trim()) continue;
+                         const range = document.createRange(); range.selectNodeContents(node);
+                         for (const r of range.getClientRects()) if (r.width) tops.add(Math.round(r.top)); }
+                       return [cell.innerText.trim(), tops.size]; })""")
+    assert len(lines) >= 6 * GROUP_FACES and all(count == 1 for _, count in lines), lines
+    page.close()

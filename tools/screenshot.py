@@ -1,6 +1,7 @@
 """The README's picture of the app: the shipped models (weights/, offline) on the example group photo.
 
     python -m tools.screenshot --out reports/app.jpg
+    python -m tools.screenshot --width 390 --out reports/app_phone.jpg     # as a phone shows it
 
 Serves the app on a free loopback port, uploads the photo in headless Chromium (Debian's
 `chromium`, driven by Playwright, as tests/test_browser.py does), waits for the note that
@@ -18,7 +19,7 @@ from PIL import Image
 from demo.faces import FaceDetector
 from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
-from demo.ui import build_demo
+from demo.ui import build_demo, launch
 from tools.chromium import CHROMIUM, QUIET_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +30,7 @@ def screenshot(photo: Path, out: Path, chromium: Path, width: int = 1200) -> Non
 
     models, sources = load_models(specs_from_env(), offline=True)
     demo = build_demo(Predictor(models, FaceDetector()), sources=sources)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    _, url, _ = launch(demo, "127.0.0.1", None, prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(chromium), args=QUIET_FLAGS)
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--photo", type=Path, default=ROOT / "demo" / "examples" / "group.jpg")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "app.jpg")
     p.add_argument("--chromium", type=Path, default=CHROMIUM)
+    p.add_argument("--width", type=int, default=1200, help="the browser window's width in CSS pixels")
     a = p.parse_args(argv)
-    screenshot(a.photo, a.out, a.chromium)
+    screenshot(a.photo, a.out, a.chromium, a.width)
     print(f"wrote {a.out}")
 
 
