@@ -209,3 +209,18 @@ def test_launch_starts_the_cache_sweep_before_serving(monkeypatch):
     demo = Blocks()
     ui.launch(demo, "127.0.0.1", 7860)
     assert demo.sweeping and demo.kwargs["state_session_capacity"] == ui.SESSIONS_KEPT
+
+
+def test_the_readme_client_example_runs_against_the_launched_app(server, capsys, monkeypatch):
+    """The README's gradio_client example, as written, against this test's server."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(from gradio_client import.*?)```", readme, flags=re.S)
+    assert 'Client("http://127.0.0.1:7860/")' in code
+    monkeypatch.chdir(root)  # the example's photo path is relative to the repository
+    exec(code.replace("http://127.0.0.1:7860/", server[0]), {})
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("Loaded as API")]
+    assert len(lines) == GROUP_FACES and [line.split()[0] for line in lines] == [str(n) for n in range(1, 6)]
+    assert all("'a': (" in line and "'b': (" in line for line in lines)
