@@ -22,6 +22,7 @@ from demo.files import atomic_write
 from demo.images import ImageError, load_image, to_rgb
 from demo.live import STREAM_EVERY, STREAM_LIMIT_S, STREAM_SLOTS, LiveSession, StreamTurns
 from demo.predictor import ImageResult, Predictor
+from demo.saliency import Explainer, overlay
 from demo.tracking import WINDOW
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,21 @@ def photo_note(result: ImageResult, min_score: float, gender_accuracy: dict[str,
     lines += [f"#{face.number}: {text}" for face in result.faces
               if (text := gender_disagreement(face.answers, gender_accuracy))]
     return "\n\n".join(lines)
+
+
+def saliency_items(result: ImageResult, explainers: dict[str, Explainer]) -> list[tuple[Image.Image, str]]:
+    """Per judged face and model, its age map and its gender map side by side over the crop, captioned."""
+    judged = [face for face in result.faces if face.judged]
+    maps = {key: explainer.maps([face.crop for face in judged]) for key, explainer in explainers.items()}
+    items = []
+    for i, face in enumerate(judged):
+        for key in explainers:
+            pair = [overlay(face.crop, maps[key][i].age), overlay(face.crop, maps[key][i].gender)]
+            image = Image.new("RGB", (2 * face.crop.width + 4, face.crop.height), (255, 255, 255))
+            image.paste(pair[0], (0, 0))
+            image.paste(pair[1], (face.crop.width + 4, 0))
+            items.append((image, f"#{face.number} · {key.upper()}: age | gender"))
+    return items
 
 
 def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Image.Image, str]]:
@@ -250,28 +266,31 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     measured = {k: read_measured(m.folder) for k, m in predictor.models.items()}
     gender_accuracy = {k: m.gender_accuracy if m else None for k, m in measured.items()}
     headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
+    explainers = {key: Explainer(model) for key, model in predictor.models.items()}
     warm_up(live_predictor)
 
-    def predict_photo(path: str | None, min_score: float = MIN_SCORE):
-        """Annotated photo, table, crops, note, per-face data and the data's files, for one upload."""
+    def predict_photo(path: str | None, min_score: float = MIN_SCORE, explain: bool = False):
+        """Annotated photo, table, crops, note, per-face data, the data's files and, on request, where each
+        model looks, for one upload."""
         if not path:
-            return None, [], [], "Upload a photo first.", [], None
+            return None, [], [], "Upload a photo first.", [], None, []
         try:
             image = load_image(path)
         except ImageError as error:
             # In the page, where it stays, with the previous photo's answers cleared.
-            return None, [], [], f"**Could not use this file:** {error}.", [], None
+            return None, [], [], f"**Could not use this file:** {error}.", [], None, []
         result = predictor.predict(image, min_score=min_score)
         # The files go to Gradio's cache, which sweep_cache empties of old files.
         files = write_results(results_folder / uuid.uuid4().hex, Path(path).name, result)
         return (annotate(image, result, keys), result_table(result, names), gallery_items(result, names),
-                photo_note(result, min_score, gender_accuracy), faces_data(result), [str(f) for f in files])
+                photo_note(result, min_score, gender_accuracy), faces_data(result), [str(f) for f in files],
+                saliency_items(result, explainers) if explain else [])
 
-    def rescore_photo(path: str | None, min_score: float):
-        """Moving the slider re-runs the photo shown, if there is one."""
+    def rescore_photo(path: str | None, min_score: float, explain: bool):
+        """Moving the slider or ticking the maps re-runs the photo shown, if there is one."""
         if not path:
-            return (gr.skip(),) * 6
-        return predict_photo(path, min_score)
+            return (gr.skip(),) * 7
+        return predict_photo(path, min_score, explain)
 
     def predict_frame(frame: np.ndarray | None, session: LiveSession | None):
         """One webcam frame; `session` (tracker, frame rate, turn) is this page's, made on its first frame."""
@@ -324,21 +343,33 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             crops = gr.Gallery(label="Face crops as the models see them", columns=6, height=230, fit_columns=False,
                                object_fit="contain", elem_id="crops")
             button = gr.Button("Find faces", variant="primary")
+            explain = gr.Checkbox(False, label="Show where each model looks",
+                                  info="A heatmap per face and model, for its age and its gender answer (Grad-CAM); "
+                                       "about 20 ms more a face.", elem_id="explain")
+            looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
+                               object_fit="contain", elem_id="saliency")
+            gr.Markdown("How to read the maps: warm colours mark the parts of the face whose features raised that "
+                        "answer most (the age range the model gave, on the left; the gender it gave, on the right); "
+                        "dark parts counted little. Each map is scaled to its own peak, so compare where the models "
+                        "look, not how strongly. [More](https://github.com/jacobgil/pytorch-grad-cam#readme) on "
+                        "Grad-CAM; how these maps were checked: docs/serving.md.", elem_id="saliency-help")
             with gr.Accordion("Results as data: JSON and CSV", open=False):
                 faces = gr.JSON(label="faces", elem_id="faces-json")
                 downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
-            outputs = [annotated, table, crops, note, faces, downloads]
+            outputs = [annotated, table, crops, note, faces, downloads, looks]
             examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
             if examples:  # a click on an example runs it, as an upload does
                 gr.Examples(examples=examples, inputs=[photo], outputs=outputs, fn=predict_photo, run_on_click=True,
                             cache_examples=False, api_visibility="private")
-            button.click(predict_photo, [photo, min_score], outputs, api_name="predict", concurrency_id="photo",
+            inputs = [photo, min_score, explain]
+            button.click(predict_photo, inputs, outputs, api_name="predict", concurrency_id="photo",
                          concurrency_limit=2)
-            photo.upload(predict_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo")
+            photo.upload(predict_photo, inputs, outputs, api_name=False, concurrency_id="photo")
             # .input: a drag, the arrow keys and a typed value all re-run the photo; while one run is
             # going, only the last value is kept.
-            min_score.input(rescore_photo, [photo, min_score], outputs, api_name=False, concurrency_id="photo",
-                            trigger_mode="always_last")
+            for control in (min_score, explain):
+                control.input(rescore_photo, inputs, outputs, api_name=False, concurrency_id="photo",
+                              trigger_mode="always_last")
         with gr.Tab("Webcam") as webcam_tab:
             gr.Markdown(f"Allow the camera, then press record. Each face keeps its number while it stays in view, "
                         f"and its answers are averaged over its last {WINDOW} frames, so they hold still. Frames "

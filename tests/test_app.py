@@ -18,7 +18,7 @@ def client(server):
 
 
 def test_photo_gives_boxes_table_crops_and_its_results_as_data(client):
-    annotated, table, crops, note, faces, files = client.predict(handle_file(str(GROUP)), api_name="/predict")
+    annotated, table, crops, note, faces, files, looks = client.predict(handle_file(str(GROUP)), api_name="/predict")
     assert Image.open(annotated).size == Image.open(GROUP).size
     rows = table["data"]
     assert len(rows) == GROUP_FACES and rows[0][0] == "#1"

@@ -308,3 +308,20 @@ def test_the_photo_tab_reads_on_a_phone(server, browser, tmp_path):
                        return [cell.innerText.trim(), tops.size]; })""")
     assert len(lines) >= 6 * GROUP_FACES and all(count == 1 for _, count in lines), lines
     page.close()
+
+
+def test_ticking_the_maps_shows_a_pair_per_model_per_face(server, browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(server[0])
+    page.locator("input[type=file]").first.set_input_files(str(GROUP))
+    page.wait_for_function(f"() => (document.querySelector('#note')?.innerText || '').includes('{GROUP_FACES} face')",
+                           timeout=60_000)
+    assert page.locator("#saliency img").count() == 0  # off by default
+    page.locator("#explain input[type=checkbox]").check()  # re-runs the photo shown, with the maps
+    captions = """() => [...document.querySelectorAll('#saliency *')]
+        .filter(e => e.children.length === 0 && (e.innerText || '').startsWith('#')).map(e => e.innerText)"""
+    page.wait_for_function(f"() => ({captions})().length === {2 * GROUP_FACES}", timeout=60_000)
+    assert sorted(page.evaluate(captions)) == sorted(f"#{n} · {k}: age | gender" for n in range(1, GROUP_FACES + 1)
+                                                     for k in "AB")
+    assert page.locator("#saliency img").count() >= 2 * GROUP_FACES
+    page.close()
