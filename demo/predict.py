@@ -1,13 +1,16 @@
-"""Batch prediction without the UI: one CSV row per (image, face, model).
+"""Batch prediction without the UI: one CSV row per (image, face, model), or per (video, frame, face, model).
 
     python -m demo.predict photos/ more.jpg --out results.csv [--device cpu|cuda] [--models a,b] [--offline]
         [--min-score 0.95] [--workers 2]
+    python -m demo.predict clips/ --out results.csv --every 5          # videos: every 5th frame
     python -m demo.predict photos/ --out part0.csv --shard 0/2      # this process's half (another runs 1/2)
     python -m demo.predict photos/ --out results.csv --merge part0.csv part1.csv
 
-Folders are searched recursively for images. Faces are numbered from left to right.
-An image with no face (or none big enough) gets one row with an empty `face` and a `note`;
-an unreadable file gets one row with `error` set. Neither stops the run.
+Folders are searched recursively for images and videos (mp4, webm, mov, mkv, avi, m4v). Faces are
+numbered from left to right; in a video each face keeps its number from frame to frame (the
+webcam's tracker), and each row names its frame (from 0) and time in seconds. An image with no
+face (or none big enough) gets one row with an empty `face` and a `note` (a video frame without
+faces gets none); an unreadable file gets one row with `error` set. Neither stops the run.
 
 Rows are written as each photo is done (nothing is held for the end), and re-running the same
 command on an existing --out continues it: the photos it already holds are skipped (the last one is
@@ -34,6 +37,7 @@ from demo.export import COLUMNS, rows_for
 from demo.faces import MIN_SCORE
 from demo.images import ImageError, load_image
 from demo.predictor import Predictor
+from demo.video import VIDEO_SUFFIXES, VideoError, judge
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 log = logging.getLogger(__name__)
@@ -42,7 +46,8 @@ log = logging.getLogger(__name__)
 def iter_paths(inputs: list[Path]) -> Iterator[Path]:
     for path in inputs:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from sorted(p for p in path.rglob("*")
+                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
         else:
             yield path
 
@@ -68,8 +73,11 @@ def finished_files(out: Path) -> set[str]:
 
 
 def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
-    """(path, RGB image or the ImageError) in order, decoded up to 2 x `workers` photos ahead."""
+    """(path, RGB image or the ImageError) in order, decoded up to 2 x `workers` photos ahead; a video comes
+    as its path, decoded frame by frame when its turn comes."""
     def load(path: Path):
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return path
         try:
             return load_image(path)
         except (ImageError, OSError) as error:
@@ -89,8 +97,9 @@ def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
 
 
 def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, int] = (0, 1),
-        workers: int = 2) -> tuple[int, int]:
-    """Writes (or continues) the CSV for this shard's photos; returns (images read, files that could not be read)."""
+        workers: int = 2, every: int = 1) -> tuple[int, int]:
+    """Writes (or continues) the CSV for this shard's photos and videos (every `every`-th frame); returns (files
+    read, files that could not be read)."""
     index, count = shard
     mine = list(iter_paths(paths))[index::count]
     finished = finished_files(out)
@@ -103,11 +112,20 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
         if f.tell() == 0:
             writer.writeheader()
         for path, image in tqdm(decoded(todo, workers), total=len(todo), desc="images", unit="img", file=sys.stderr):
+            if isinstance(image, Path):  # a video
+                try:
+                    video = judge(image, predictor, every)
+                except VideoError as error:
+                    image = error
+                else:
+                    for judged in video.judged:
+                        writer.writerows(rows_for(str(path), judged.result, judged.frame, judged.seconds))
+                    done += 1
             if isinstance(image, Exception):
                 failed += 1
                 log.warning("skipped %s: %s", path, image)
                 writer.writerow({"file": str(path), "error": str(image)})
-            else:
+            elif not isinstance(image, Path):
                 writer.writerows(rows_for(str(path), predictor.predict(image)))
                 done += 1
             f.flush()  # a photo's rows reach the file before the next photo starts
@@ -153,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-score", type=float, default=MIN_SCORE,
                         help=f"leave out detections scoring below this (default {MIN_SCORE})")
     parser.add_argument("--workers", type=int, default=2, help="threads decoding the next photos (0: none)")
+    parser.add_argument("--every", type=int, default=1, help="videos: judge every Nth frame (default: every one)")
     parser.add_argument("--shard", type=parse_shard, help="I/N: this process's share of the photos (default: all, "
                         "or RANK/WORLD_SIZE under torchrun)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="PART", help="join these shard CSVs into --out")
@@ -172,16 +191,18 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         parser.error("not found: " + ", ".join(map(str, missing)))
     models, _ = load_models(specs_from_env(keys), offline=args.offline or offline_from_env(), device=args.device)
+    if args.every < 1:
+        parser.error("--every takes a whole number of frames, 1 or more")
     if not 0.0 <= args.min_score <= 1.0:
         parser.error("--min-score is a detection probability between 0 and 1")
     predictor = Predictor(models, FaceDetector(device=args.device), min_score=args.min_score)
     try:
-        done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers)
+        done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers, args.every)
     except KeyboardInterrupt:  # Ctrl-C: the rows written stay, and the same command carries on from them
         print(f"\nStopped. The photos finished are in {args.out}; run the same command again to continue.",
               file=sys.stderr)
         raise SystemExit(130) from None
-    print(f"{done} image(s) written to {args.out}" + (f"; {failed} unreadable file(s) skipped" if failed else ""))
+    print(f"{done} file(s) written to {args.out}" + (f"; {failed} unreadable file(s) skipped" if failed else ""))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Gradio interface: a photo tab and a live webcam tab over one Predictor. Built, not launched."""
+"""The Gradio interface: photo, webcam and video tabs over one Predictor. Built, not launched."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 from gradio.utils import get_upload_folder
 from PIL import Image
 
 from demo.cards import read_measured
 from demo.draw import annotate
-from demo.export import faces_data, write_results
+from demo.export import faces_data, rows_for, write_results, write_rows
 from demo.faces import MIN_SCORE
 from demo.files import atomic_write
 from demo.images import ImageError, load_image, to_rgb
@@ -24,6 +25,7 @@ from demo.live import STREAM_EVERY, STREAM_LIMIT_S, STREAM_SLOTS, LiveSession, S
 from demo.predictor import ImageResult, Predictor
 from demo.saliency import Explainer, overlay
 from demo.tracking import WINDOW
+from demo.video import VideoError, judge
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,11 @@ SESSIONS_KEPT = 100
 CACHE_AGE_S = round(60 * float(os.environ.get("AGEGENDER_CACHE_MINUTES", 15)))
 CACHE_SWEEP_S = max(1, CACHE_AGE_S // 3)
 WEBCAM_SIZE = {"width": 640, "height": 480}
+# The Video tab judges clips up to this long and this large (the batch CLI takes any), every
+# VIDEO_EVERY-th frame by default: about a minute of this CPU for the longest clip.
+VIDEO_MAX_SECONDS = 60
+VIDEO_MAX_MB = 100
+VIDEO_EVERY = 5
 
 
 def pass_uploads_as_they_are(component: gr.Image) -> gr.Image:
@@ -292,6 +299,29 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             return (gr.skip(),) * 7
         return predict_photo(path, min_score, explain)
 
+    def predict_video(path: str | None, every: float, progress=gr.Progress()):  # noqa: B008 (Gradio reads it)
+        """Annotated video, each face's age over time, every answer as CSV, and a note, for one clip."""
+        if not path:
+            return None, None, None, "Upload a clip first."
+        folder, name = results_folder / uuid.uuid4().hex, Path(path).name
+        started = time.perf_counter()
+        try:
+            run = judge(path, predictor, int(every), out=folder / f"{Path(name).stem}_faces.mp4",
+                        progress=lambda done, total: progress((done, total), desc="frames judged"),
+                        max_seconds=VIDEO_MAX_SECONDS, max_bytes=VIDEO_MAX_MB * 1_000_000)
+        except VideoError as error:
+            return None, None, None, f"**Could not use this file:** {error}."
+        seconds = time.perf_counter() - started
+        rows = [row for j in run.judged for row in rows_for(name, j.result, j.frame, j.seconds)]
+        csv_path = write_rows(folder / f"{Path(name).stem}_faces.csv", rows)
+        plot = pd.DataFrame([{"time_s": r["time_s"], "age": r["age"], "face": f"#{r['face']} {r['model'].upper()}"}
+                             for r in rows if r.get("age") is not None], columns=["time_s", "age", "face"])
+        faces = {r["face"] for r in rows}
+        note = (f"{len(run.judged)} frames judged (every {run.every}: {run.info.fps:.0f} frames a second in a "
+                f"{run.info.seconds:.1f} s clip), {len(faces)} face(s) followed, in {seconds:.1f} s "
+                f"({len(run.judged) / seconds:.1f} frames a second on this machine).")
+        return str(folder / f"{Path(name).stem}_faces.mp4"), plot, str(csv_path), note
+
     def predict_frame(frame: np.ndarray | None, session: LiveSession | None):
         """One webcam frame; `session` (tracker, frame rate, turn) is this page's, made on its first frame."""
         if frame is None:
@@ -391,6 +421,24 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             camera.stream(predict_frame, [camera, session], [live, live_table, live_rate, session],
                           stream_every=stream_every, time_limit=5 * turns.limit_s, concurrency_limit=None,
                           concurrency_id="webcam", show_progress="hidden", api_name="stream")
+        with gr.Tab("Video"):
+            gr.Markdown(f"Upload a clip (mp4, webm or mov, up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_MB} MB). Every "
+                        "k-th frame is judged with the webcam's tracker, so each face keeps its number; back come "
+                        "the annotated frames as a video, each face's age over time from both models, and a CSV of "
+                        "every answer. Longer clips: `python -m demo.predict clips/ --out x.csv --every 5`.")
+            with gr.Row():
+                clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
+                annotated_video = gr.Video(label="Annotated video", elem_id="annotated-video")
+            every = gr.Slider(1, 30, value=VIDEO_EVERY, step=1, label="Judge every k-th frame",
+                              info="1 judges every frame: slower, smoother")
+            video_button = gr.Button("Judge the clip", variant="primary")
+            video_note = gr.Markdown(label="note", elem_id="video-note")
+            age_plot = gr.LinePlot(x="time_s", y="age", color="face", label="Age over time",
+                                   x_title="time (s)", y_title="age (years)", elem_id="age-plot")
+            video_csv = gr.File(label="Every answer (CSV)", elem_id="video-csv")
+            # One clip at a time: a clip is seconds to a minute of this machine.
+            video_button.click(predict_video, [clip, every], [annotated_video, age_plot, video_csv, video_note],
+                               api_name="video", concurrency_id="video", concurrency_limit=1)
         # While the Webcam tab is open, a tick a second notices a stream that stopped (Gradio tells the
         # server nothing when Stop is pressed).
         watch = gr.Timer(1.0, active=False)

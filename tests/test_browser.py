@@ -325,3 +325,24 @@ def test_ticking_the_maps_shows_a_pair_per_model_per_face(server, browser):
                                                      for k in "AB")
     assert page.locator("#saliency img").count() >= 2 * GROUP_FACES
     page.close()
+
+
+def test_a_clip_comes_back_as_an_annotated_video_an_age_plot_and_a_csv(server, browser, tmp_path):
+    from tests.test_video import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(server[0])
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#clip input[type=file]").set_input_files(str(clip))
+    page.locator("#clip video").first.wait_for(timeout=30_000)  # the upload, shown
+    page.get_by_role("button", name="Judge the clip").click()
+    page.wait_for_function("() => (document.querySelector('#video-note')?.innerText || '').includes('frames judged')",
+                           timeout=120_000)
+    page.locator("#annotated-video video").first.wait_for(timeout=30_000)
+    duration = page.wait_for_function("""() => { const v = document.querySelector('#annotated-video video');
+        return v && v.readyState >= 1 && v.duration > 0 ? v.duration : null; }""", timeout=30_000).json_value()
+    assert 1.5 <= duration <= 2.5  # the clip's 2 s: the browser decodes the annotated video
+    page.locator("#age-plot canvas, #age-plot svg").first.wait_for(timeout=30_000)
+    assert "clip_faces.csv" in page.locator("#video-csv").inner_text().replace("\n", "")
+    page.close()

@@ -39,7 +39,7 @@ def test_batch_csv(tmp_path, capsys):
     assert lawn["face"] == "" and "No face found" in lawn["note"]
     (broken,) = by_file["broken.jpg"]
     assert broken["error"] and broken["model"] == ""
-    assert "3 image(s) written" in capsys.readouterr().out
+    assert "3 file(s) written" in capsys.readouterr().out
 
 
 def test_one_model_only(tmp_path):

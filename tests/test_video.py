@@ -1,0 +1,121 @@
+"""Videos: clips the tests make themselves (PyAV), judged frame by frame with the tracker, bad files refused."""
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from demo.video import VideoError, judge, probe
+from tests.conftest import ASTRONAUT
+
+
+def make_clip(path: Path, frames: int = 12, fps: int = 6, codec: str = "libx264") -> Path:
+    """The portrait sliding across a grey 640x480 frame (the motion tool's clip), `frames` long."""
+    from tools.webcam_motion import frame_at, offsets, portrait
+
+    face = portrait(ASTRONAUT)
+    shifts = offsets(span=60, period_s=frames / fps, fps=fps, frames=frames)  # at most 10 px a frame
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for shift in shifts:
+            image = frame_at(face, shift)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_audio(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = (np.sin(np.linspace(0, 440 * 2 * np.pi * seconds, int(16000 * seconds))) * 0.3).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        frame.sample_rate, frame.time_base = 16000, Fraction(1, 16000)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("name", "codec"), [("clip.mp4", "libx264"), ("clip.webm", "libvpx-vp9"),
+                                             ("clip.mov", "libx264")])
+def test_a_clip_is_judged_frame_by_frame_and_comes_back_annotated(predictor, tmp_path, name, codec):
+    clip = make_clip(tmp_path / name, codec=codec)
+    out = tmp_path / "annotated.mp4"
+    progress = []
+    run = judge(clip, predictor, every=2, out=out, progress=lambda done, total: progress.append((done, total)))
+    assert [j.frame for j in run.judged] == list(range(0, 12, 2))
+    assert [round(j.seconds, 3) for j in run.judged] == [round(i / 6, 3) for i in range(0, 12, 2)]
+    assert all([f.number for f in j.result.faces] == [1] for j in run.judged)  # one face, keeping its number
+    assert progress[-1] == (6, 6)
+    with av.open(str(out)) as container:  # H.264 in MP4, 4:2:0: plays in every browser
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert sum(1 for _ in container.decode(stream)) == 6 and float(stream.average_rate) == 3
+
+
+def test_bad_videos_get_clear_messages(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    cases = [(empty, "empty"), (noise, "not a video we can read"),
+             (make_audio(tmp_path / "voice.m4a"), "has no video stream (it holds audio)"),
+             (make_clip(tmp_path / "long.mp4", frames=30, fps=6), "lasts 5 s; videos up to 2 s")]
+    for path, message in cases:
+        with pytest.raises(VideoError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            probe(path, max_seconds=2)
+
+
+def test_a_clip_cut_short_is_judged_as_far_as_it_goes_or_refused_clearly(predictor, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    try:
+        run = judge(cut, predictor)
+    except VideoError as error:
+        assert "cut.mp4" in str(error)
+    else:
+        assert 0 < len(run.judged) <= 12
+
+
+def test_the_batch_cli_gives_a_row_per_frame_face_and_model(tmp_path, capsys):
+    from demo.predict import main
+
+    folder = tmp_path / "folder_with_a_clip"
+    folder.mkdir()
+    make_clip(folder / "clip.mp4", frames=12)
+    (folder / "voice.m4a").write_bytes(make_audio(tmp_path / "voice.m4a").read_bytes())  # not listed: no video suffix
+    out = tmp_path / "x.csv"
+    main([str(folder), "--out", str(out), "--offline", "--every", "3"])
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["frame"], r["model"]) for r in rows] == [(str(f), m) for f in (0, 3, 6, 9) for m in ("a", "b")]
+    assert all(r["face"] == "1" and r["file"].endswith("clip.mp4") for r in rows)
+    assert [r["time_s"] for r in rows[::2]] == ["0.0", "0.5", "1.0", "1.5"]
+    assert "1 file(s) written" in capsys.readouterr().out
+
+
+def test_the_video_endpoint_gives_the_annotated_video_the_plot_and_the_csv(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server[0], verbose=False)
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    video, plot, csv_file, note = client.predict(handle_file(str(clip)), 2, api_name="/video")
+    assert note.startswith("6 frames judged (every 2") and "1 face(s) followed" in note
+    with av.open(video["video"] if isinstance(video, dict) else video) as container:
+        assert sum(1 for _ in container.decode(container.streams.video[0])) == 6
+    series = {row[2] for row in plot["data"]}
+    assert series == {"#1 A", "#1 B"} and len(plot["data"]) == 12
+    rows = list(csv.DictReader(open(csv_file)))
+    assert len(rows) == 12 and rows[0]["file"] == "clip.mp4" and rows[-1]["frame"] == "10"
+    # A bad file: a message on the page, and the app keeps serving.
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(b"\x00" * 3000)
+    *_, note = client.predict(handle_file(str(noise)), 2, api_name="/video")
+    assert note.startswith("**Could not use this file:**")
