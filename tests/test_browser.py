@@ -202,7 +202,7 @@ def test_the_live_view_is_mirrored_like_the_camera_preview(server, browser, tmp_
 def test_a_face_sliding_across_the_camera_keeps_one_number(server, browser, tmp_path):
     """The fake camera films the portrait sliding 320 px left and right every 4 s, three face widths a second
     (about one a frame at the test server's 3 frames a second); the live table shows one face, always #1."""
-    from tools.webcam_motion import frame_at, offsets, portrait
+    from tools.clips import frame_at, offsets, portrait
 
     face = portrait(ASTRONAUT)
     shifts = offsets(span=320, period_s=4.0, fps=10, frames=40)  # one whole period: the camera's loop is seamless

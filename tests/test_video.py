@@ -14,20 +14,10 @@ from tests.conftest import ASTRONAUT
 
 def make_clip(path: Path, frames: int = 12, fps: int = 6, codec: str = "libx264") -> Path:
     """The portrait sliding across a grey 640x480 frame (the motion tool's clip), `frames` long."""
-    from tools.webcam_motion import frame_at, offsets, portrait
+    from tools.clips import offsets, portrait, write_clip
 
-    face = portrait(ASTRONAUT)
     shifts = offsets(span=60, period_s=frames / fps, fps=fps, frames=frames)  # at most 10 px a frame
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
-        for shift in shifts:
-            image = frame_at(face, shift)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_clip(path, portrait(ASTRONAUT), shifts, fps, codec)
 
 
 def make_audio(path: Path, seconds: float = 1.0) -> Path:

@@ -27,31 +27,7 @@ from demo.faces import LIVE_MIN_FACE_SIZE, FaceDetector
 from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
 from demo.tracking import FaceTracker
-
-ROOT = Path(__file__).resolve().parents[1]
-SIZE = (640, 480)
-PORTRAIT_HEIGHT = 300
-
-
-def portrait(photo: Path) -> Image.Image:
-    face = Image.open(photo).convert("RGB")
-    return face.resize((round(face.width * PORTRAIT_HEIGHT / face.height), PORTRAIT_HEIGHT))
-
-
-def frame_at(face: Image.Image, offset: float) -> Image.Image:
-    """The portrait centred on the grey frame, moved `offset` pixels to the right."""
-    canvas = Image.new("RGB", SIZE, (90, 90, 90))
-    canvas.paste(face, (round((SIZE[0] - face.width) / 2 + offset), (SIZE[1] - face.height) // 2))
-    return canvas
-
-
-def offsets(span: float, period_s: float, fps: float, frames: int) -> list[float]:
-    """A triangle wave from -span/2 to +span/2 and back every `period_s`, sampled `fps` times a second."""
-    out = []
-    for k in range(frames):
-        phase = (k / fps / period_s) % 1.0
-        out.append(span * (2 * phase if phase < 0.5 else 2 - 2 * phase) - span / 2)
-    return out
+from tools.clips import PORTRAIT, SIZE, frame_at, offsets, portrait
 
 
 def follow(predictor: Predictor, face: Image.Image, shifts: list[float], still_box) -> dict:
@@ -76,7 +52,7 @@ def follow(predictor: Predictor, face: Image.Image, shifts: list[float], still_b
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photo", type=Path, default=ROOT / "demo" / "examples" / "astronaut.jpg")
+    parser.add_argument("--photo", type=Path, default=PORTRAIT)
     parser.add_argument("--seconds", type=float, default=9.0, help="length of each clip (three periods)")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args(argv)

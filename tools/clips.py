@@ -1,0 +1,54 @@
+"""Synthetic clips of a moving face, shared by the tools and tests that measure motion and video.
+
+The example portrait on a grey 640x480 frame, slid left and right by a triangle wave; as frames
+(PIL images) or as a video file written with PyAV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTRAIT = ROOT / "demo" / "examples" / "astronaut.jpg"
+SIZE = (640, 480)
+PORTRAIT_HEIGHT = 300
+
+
+def portrait(photo: Path = PORTRAIT) -> Image.Image:
+    face = Image.open(photo).convert("RGB")
+    return face.resize((round(face.width * PORTRAIT_HEIGHT / face.height), PORTRAIT_HEIGHT))
+
+
+def frame_at(face: Image.Image, offset: float) -> Image.Image:
+    """The portrait centred on the grey frame, moved `offset` pixels to the right."""
+    canvas = Image.new("RGB", SIZE, (90, 90, 90))
+    canvas.paste(face, (round((SIZE[0] - face.width) / 2 + offset), (SIZE[1] - face.height) // 2))
+    return canvas
+
+
+def offsets(span: float, period_s: float, fps: float, frames: int) -> list[float]:
+    """A triangle wave from -span/2 to +span/2 and back every `period_s`, sampled `fps` times a second."""
+    out = []
+    for k in range(frames):
+        phase = (k / fps / period_s) % 1.0
+        out.append(span * (2 * phase if phase < 0.5 else 2 - 2 * phase) - span / 2)
+    return out
+
+
+def write_clip(path: Path, face: Image.Image, shifts: list[float], fps: float, codec: str = "libx264") -> Path:
+    """The portrait at each shift as a video file (PyAV), `fps` frames a second."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        for shift in shifts:
+            frame = av.VideoFrame.from_ndarray(np.asarray(frame_at(face, shift)), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
