@@ -224,3 +224,13 @@ def test_the_readme_client_example_runs_against_the_launched_app(server, capsys,
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("Loaded as API")]
     assert len(lines) == GROUP_FACES and [line.split()[0] for line in lines] == [str(n) for n in range(1, 6)]
     assert all("'a': (" in line and "'b': (" in line for line in lines)
+
+
+def test_every_api_output_and_input_has_a_name(client):
+    """A program reads the outputs by name: none is Gradio's fallback `value_N`."""
+    info = client.view_api(return_format="dict", print_info=False)
+    assert {"/predict", "/stream", "/video"} <= set(info["named_endpoints"])
+    for name, endpoint in info["named_endpoints"].items():
+        labels = [p["label"] for p in endpoint["parameters"]] + [r["label"] for r in endpoint["returns"]]
+        assert all(label and not label.startswith("value_") for label in labels), (name, labels)
+    assert info["named_endpoints"]["/predict"]["returns"][4]["label"] == "faces"
