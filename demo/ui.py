@@ -175,11 +175,15 @@ PAGE_CSS = """
 # sees: wrap getUserMedia and say why, and what to do, above the camera.
 PAGE_HEAD = """<script>
 (() => {
-  const say = (text) => { const el = document.getElementById("camera-message"); if (el) el.textContent = text; };
+  // The page is built by script after load: wait for the message's place (10 s at most).
+  const say = (text, tries = 50) => {
+    const el = document.getElementById("camera-message");
+    if (el) el.textContent = text; else if (tries) setTimeout(() => say(text, tries - 1), 200);
+  };
   const media = navigator.mediaDevices;
   if (!media || !media.getUserMedia) {
-    addEventListener("DOMContentLoaded", () => say("This browser gives this page no camera: it needs a secure " +
-      "address (https:// or localhost) and a browser that allows cameras."));
+    say("This browser gives this page no camera: it needs a secure address (https:// or localhost) and a " +
+      "browser that allows cameras.");
     return;
   }
   const open = media.getUserMedia.bind(media);

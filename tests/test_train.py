@@ -354,3 +354,7 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
     assert json.loads((run / "train_config.json").read_text())["age_adjust_tolerance"] == 100
     assert all(torch.equal(v, weights[k]) for k, v in load_file(run / "model.safetensors").items())
     assert "logit adjustment 1" in capsys.readouterr().out
+    # Flip averaging turned on afterwards: fitted with it, served with it, and the run's settings say so.
+    calibrate_main([str(run), "--flip", "on"])
+    assert load_model(run).config.flip is True and json.loads((run / "train_config.json").read_text())["flip"]
+    assert json.loads((run / "val_metrics.json").read_text()) != val  # the same faces, averaged with their mirrors

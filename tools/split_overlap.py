@@ -8,8 +8,13 @@ Reads the face features `training.prepare` cached beside the parts of a prepared
 faces as the split does (training.data.groups), and counts, per data set, the validation and test
 faces of `--splits` (another split of the same images, e.g. the content-hash split packs had before,
 made by `prepare --split-by hash`; default: the folder's own) linked to a training face of it. The
-folder's own split gives zeros by construction. With `--models` (trained on `--splits`' training
-faces), each is scored on that split's test faces, all of them and those linked to no training face.
+folder's own split gives zeros by construction. With `--models`, each is scored on that split's test
+faces (`--part`), all of them and those linked to no training face of `--splits`; `--part-of folder`
+takes the faces of the folder's own split instead, so models trained on the old split and on the
+new compare fairly on the new validation faces none of them trained on:
+
+    python -m tools.split_overlap data/faces --splits data/faces-hash/splits.csv --part val --part-of folder \
+        --models weights/model_b runs/model_b
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ def sweep(folder: Path, rule: Grouping = DEFAULT_GROUPING) -> list[str]:
     return lines
 
 
-def scores(folder: Path, linked: np.ndarray, split: np.ndarray, models: list[Path]) -> dict[str, dict]:
-    """Per model, the metrics of its test faces (split == "test"), all and those not `linked` to training."""
+def scores(folder: Path, linked: np.ndarray, scored: np.ndarray, models: list[Path]) -> dict[str, dict]:
+    """Per model, the metrics of the `scored` faces (a mask over the kept faces), all and those not `linked` to
+    training."""
     from torch.utils.data import DataLoader
 
     from demo.checkpoint import load_model
@@ -101,7 +107,7 @@ def scores(folder: Path, linked: np.ndarray, split: np.ndarray, models: list[Pat
     from training.evaluation.metrics import collect_outputs, split_metrics
 
     pack = FacePack(folder)  # its faces are the kept images, in order
-    test = np.flatnonzero(split == "test")
+    test = np.flatnonzero(scored)
     result = {}
     for path in models:
         loaded = load_model(path)
@@ -109,8 +115,9 @@ def scores(folder: Path, linked: np.ndarray, split: np.ndarray, models: list[Pat
         faces = FaceDataset(pack, test, c.input_size, c.mean, c.std)
         out = collect_outputs(loaded.model, DataLoader(faces, batch_size=256), "cpu", flip=c.flip)
         out.age_logits = c.served_age_logits(out.age_logits)
-        result[c.name] = {subset: split_metrics(out.subset(mask), c.age_min, c.range_rule, c.gender_temperature)
-                          for subset, mask in (("all", np.ones(len(test), bool)), ("not_linked", ~linked[test]))}
+        result[f"{c.name} ({path})"] = {  # the path too: two runs of one model share its name
+            subset: split_metrics(out.subset(mask), c.age_min, c.range_rule, c.gender_temperature)
+            for subset, mask in (("all", np.ones(len(test), bool)), ("not_linked", ~linked[test]))}
     return result
 
 
@@ -119,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", type=Path, help="a folder prepared by training.prepare (with its split groups)")
     parser.add_argument("--splits", type=Path, help="the splits.csv to count for (default: the folder's own)")
     parser.add_argument("--models", type=Path, nargs="*", default=[], help="model folders trained on that split")
+    parser.add_argument("--part", default="test", choices=("val", "test"), help="the faces to score (default: test)")
+    parser.add_argument("--part-of", default="splits", choices=("splits", "folder"),
+                        help="score the --part of the --splits file (default), or of the folder's own split: e.g. "
+                             "the new validation faces, all and those the old split never trained on")
     parser.add_argument("--out", type=Path, help="write the counts (and scores) here as JSON")
     parser.add_argument("--sweep", action="store_true", help="only show how the links group at other thresholds")
     args = parser.parse_args(argv)
@@ -127,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     report, linked, split = overlap(args.folder, args.splits or args.folder / "splits.csv")
     if args.models:
-        report["scores"] = scores(args.folder, linked, split, args.models)
+        if args.part_of == "folder":
+            split = np.array([row["split"] for row in _faces(args.folder, args.folder / "splits.csv")[0]])
+        report["scores"] = scores(args.folder, linked, split == args.part, args.models)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     for kind in KINDS:

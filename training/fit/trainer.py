@@ -400,6 +400,7 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
     the best checkpoint; write them into its config, and its validation metrics."""
     loaded = load_model(run_dir, cfg.device)
     mcfg = loaded.config
+    mcfg.flip = cfg.flip  # the run's setting: a run recalibrated with --flip is served with it
     out = collect_outputs(loaded.model, val_loader, cfg.device, flip=mcfg.flip)
     # Fitted on the validation faces of every data set in the pack.
     log_density = training_log_density(cfg, mcfg, pack)
