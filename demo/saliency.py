@@ -26,7 +26,7 @@ from PIL import Image
 
 from demo.checkpoint import LoadedModel
 from demo.faces import to_model_input
-from demo.heads import age_bins
+from demo.heads import decode_age
 
 # Faces are framed by the landmark template (demo.faces) with no margin: the face fills the crop
 # but its corners. Its oval, for measuring where a map's mass lies: centre and half-axes, in crops.
@@ -63,13 +63,10 @@ def _answers(loaded: LoadedModel, age_logits: torch.Tensor, gender_logit: torch.
     age = gender = None
     if "age" in c.tasks:
         logits = c.served_age_logits(age_logits.float())
-        log_probs = torch.log_softmax(logits, dim=-1)
-        probs = torch.softmax(logits / c.range_rule.temperature, dim=-1)
-        mean = torch.softmax(logits, dim=-1) @ age_bins(c.age_min, c.age_min + logits.shape[-1] - 1)
-        low, high = c.range_rule.read(probs.detach(), mean.detach())
-        years = torch.arange(logits.shape[-1])
-        inside = (years >= low[:, None]) & (years <= high[:, None])
-        age = torch.logsumexp(log_probs.masked_fill(~inside, -torch.inf), dim=-1)
+        answer = decode_age(logits.detach(), c.age_min, c.range_rule)  # the range the page shows
+        years = torch.arange(c.age_min, c.age_min + logits.shape[-1], dtype=torch.float32)
+        inside = (years >= answer.low[:, None]) & (years <= answer.high[:, None])
+        age = torch.logsumexp(torch.log_softmax(logits, dim=-1).masked_fill(~inside, -torch.inf), dim=-1)
     if "gender" in c.tasks:
         gender = gender_logit.float() * torch.sign(gender_logit.detach().float())
     return age, gender

@@ -30,6 +30,25 @@ def test_assign_finds_the_least_total_cost_and_respects_the_gate():
     assert assign(np.zeros((0, 2)), gate=1) == []
 
 
+def test_assign_matches_brute_force_on_random_costs():
+    from itertools import permutations
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rows, cols = (int(n) for n in rng.integers(1, 5, size=2))
+        cost = rng.uniform(0, 2, size=(rows, cols))
+        pairs = assign(cost, gate=1.0)
+        # Brute force over every pairing: the most pairs within the gate, then the least cost of those.
+        best = None
+        for perm in permutations(range(cols), min(rows, cols)):
+            for chosen_rows in permutations(range(rows), min(rows, cols)):
+                kept = sorted((r, c) for r, c in zip(chosen_rows, perm) if cost[r, c] <= 1.0)
+                key = (-len(kept), sum(cost[r, c] for r, c in kept))
+                if best is None or key < best[0]:
+                    best = (key, kept)
+        assert len(pairs) == len(best[1]) and sum(cost[r, c] for r, c in pairs) == pytest.approx(best[0][1]), cost
+
+
 def _box(x: float, size: float = 100) -> tuple:
     return (x, 100, x + size, 100 + size)
 
