@@ -379,7 +379,7 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             button = gr.Button("Find faces", variant="primary")
             explain = gr.Checkbox(False, label="Show where each model looks",
                                   info="A heatmap per face and model, for its age and its gender answer (Grad-CAM); "
-                                       "about 13 ms more a face on a 2-core CPU.", elem_id="explain")
+                                       "about 15 ms more a face on a 2-core CPU.", elem_id="explain")
             looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
                                object_fit="contain", elem_id="saliency")
             gr.Markdown("How to read the maps: warm colours mark the parts of the face whose features raised that "

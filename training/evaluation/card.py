@@ -64,7 +64,9 @@ def _card_body(config: ModelConfig, metrics: dict | None, evaluated: list[Datase
         f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
         f"input {config.input_size}x{config.input_size} px from a {config.crop_size} px face crop aligned with MTCNN "
         "landmarks. The age head gives a distribution over years: the app shows its mean and its 80 % range; "
-        "the gender head gives P(female).", "",
+        "the gender head gives P(female)." + (
+            " Each face is judged together with its mirror image and the two answers averaged (flip averaging, "
+            "`flip` in `config.json`), in calibration and in the results below." if config.flip else ""), "",
         "## Use", "",
         "```python",
         "from huggingface_hub import snapshot_download",
