@@ -146,18 +146,9 @@ def test_a_still_face_on_a_noisy_camera_keeps_its_number_and_its_age(server, bro
 @contextmanager
 def filming(browser, video: Path, url: str):
     """The app's webcam tab recording `video` in a Chromium of its own (the module's films the drifting photo)."""
-    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=QUIET_FLAGS + [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}"])
-    try:
-        page = chromium.new_context(permissions=["camera"]).new_page()
-        page.goto(url)
-        page.get_by_role("tab", name="Webcam").click()
-        page.get_by_text("Click to Access Webcam").click()
+    with filming_pages(browser, video, url, 1) as (page,):
         page.locator("button:visible", has_text="Record").click()
         yield page
-    finally:
-        chromium.close()
 
 
 def face_rows(table_text: str, columns: int = 6) -> list[list[str]]:
