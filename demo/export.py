@@ -10,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from demo.predictor import ImageResult
+from demo.predictor import ImageResult, ModelAnswer
 
 # frame and time_s: empty for a photo; for a video, the frame's index (from 0) and time in seconds.
 COLUMNS = ["file", "frame", "time_s", "face", "x1", "y1", "x2", "y2", "det_score", "model", "age", "age_low",
@@ -30,10 +30,7 @@ def rows_for(file: str, result: ImageResult, frame: int | None = None, seconds: 
         if not face.judged:
             rows.append({**base, "note": "face too small to judge"})
             continue
-        for key, answer in face.answers.items():
-            rows.append({**base, "model": key, "age": _rounded(answer.age, 1), "age_low": answer.age_low,
-                         "age_high": answer.age_high, "gender": answer.gender,
-                         "p_female": _rounded(answer.p_female, 4)})
+        rows += [{**base, "model": key, **_answer(answer)} for key, answer in face.answers.items()]
     if not result.faces and frame is None:
         rows.append({"file": file, "note": result.note})
     return rows
@@ -45,9 +42,7 @@ def faces_data(result: ImageResult) -> list[dict]:
     "models" for a face too small to judge; None for a task a model was not trained on)."""
     return [{"face": face.number, "box": [round(v, 1) for v in face.face.box],
              "detection_score": round(face.face.score, 4), "judged": face.judged,
-             "models": {key: {"age": _rounded(a.age, 1), "age_low": a.age_low, "age_high": a.age_high,
-                              "gender": a.gender, "p_female": _rounded(a.p_female, 4)}
-                        for key, a in face.answers.items()}} for face in result.faces]
+             "models": {key: _answer(a) for key, a in face.answers.items()}} for face in result.faces]
 
 
 def write_results(folder: Path, file: str, result: ImageResult) -> list[Path]:
@@ -69,6 +64,12 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def _answer(answer: ModelAnswer) -> dict:
+    """One model's answer for one face, as both formats give it."""
+    return {"age": _rounded(answer.age, 1), "age_low": answer.age_low, "age_high": answer.age_high,
+            "gender": answer.gender, "p_female": _rounded(answer.p_female, 4)}
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -54,8 +55,6 @@ class VideoRun:
 
 
 def _open(path: Path):
-    import av
-
     try:
         return av.open(str(path))
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as error:
@@ -92,8 +91,6 @@ def probe(path: str | Path, max_seconds: float | None = None, max_bytes: int | N
 
 def frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, float, Image.Image]]:
     """(index, seconds, RGB image) of every `every`-th frame, decoded in order; a damaged file ends in a VideoError."""
-    import av
-
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -112,8 +109,6 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
           max_bytes: int | None = None) -> VideoRun:
     """Every `every`-th frame through `predictor` and one tracker (each face keeps its number), written
     annotated to `out` (MP4) if given. `progress(done, total)` is told after each judged frame."""
-    import av
-
     if every < 1:
         raise ValueError("every must be at least 1")
     info = probe(path, max_seconds, max_bytes)
@@ -145,8 +140,6 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
 
 
 def _writer(out: Path, size: tuple[int, int], fps: float):
-    import av
-
     scale = min(1.0, OUTPUT_MAX_SIDE / max(size))
     # 4:2:0 needs even sides.
     width, height = (max(2, int(side * scale) // 2 * 2) for side in size)
