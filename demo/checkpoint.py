@@ -24,6 +24,10 @@ from demo.models import build_model
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+# Test-time flip: which answers are the mean over the face and its mirror image. "on": age and gender;
+# "gender": the gender answer alone, the age distribution the face's own (the mean of two distributions
+# is wider, which can widen a model's calibrated ranges). Both run the two images as one batch.
+FLIP_MODES = ("off", "gender", "on")
 
 
 class ModelLoadError(RuntimeError):
@@ -55,11 +59,15 @@ class ModelConfig:
     # training faces' age density, tau fitted on validation (post-hoc logit adjustment, Menon et al.
     # 2021). Moves answers towards ages few training faces had (the old, most of all); () for none.
     age_logit_offsets: tuple[float, ...] = ()
-    # Average each answer over the face and its mirror image (calibration is fitted the same way).
-    flip: bool = False
+    # Which answers average the face and its mirror image (FLIP_MODES); calibration is fitted the same way.
+    flip: str = "off"
     gender_labels: tuple[str, str] = ("male", "female")
     tasks: tuple[str, ...] = ("age", "gender")
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.flip not in FLIP_MODES:
+            raise ValueError(f"flip must be one of {', '.join(FLIP_MODES)}, not {self.flip!r}")
 
     @property
     def num_age_bins(self) -> int:
@@ -94,6 +102,8 @@ class ModelConfig:
         if "range_level" in data:  # written before ranges had regions: one central level, read the same way
             central = RangeRule.central(data.pop("range_level"))
             data.update(range_starts=central.starts, range_lower=central.lower, range_upper=central.upper)
+        if isinstance(data.get("flip"), bool):  # written before flip had a gender-only mode
+            data["flip"] = "on" if data["flip"] else "off"
         for key in ("mean", "std", "gender_labels", "tasks", "age_logit_offsets", "range_starts", "range_lower",
                     "range_upper"):
             if key in data:
@@ -125,17 +135,22 @@ def read_config(folder: Path) -> ModelConfig:
         raise ModelLoadError(f"{path} is not a valid model config: {error}") from error
 
 
-def forward_with_flip(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's outputs averaged over each face and its mirror image, in one batch.
+def forward_with_flip(model: nn.Module, batch: torch.Tensor, flip: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's (age logits, gender logit) for a batch, with test-time flip `flip` (FLIP_MODES).
 
-    Age: the log of the mean of the two distributions (so the result is still log-probabilities up
-    to a constant); gender: the mean of the two logits.
+    Averaged over each face and its mirror image, run as one batch: gender as the mean of the two
+    logits; age (mode "on") as the log of the mean of the two distributions, so the result is still
+    log-probabilities up to a constant.
     """
+    if flip == "off":
+        return model(batch)
     age_logits, gender_logit = model(torch.cat([batch, batch.flip(-1)]))
     n = len(batch)
+    gender = (gender_logit[:n].float() + gender_logit[n:].float()) / 2
+    if flip == "gender":
+        return age_logits[:n], gender
     probs = torch.softmax(age_logits.float(), dim=-1)
-    age = ((probs[:n] + probs[n:]) / 2).clamp_min(1e-12).log()
-    return age, (gender_logit[:n].float() + gender_logit[n:].float()) / 2
+    return ((probs[:n] + probs[n:]) / 2).clamp_min(1e-12).log(), gender
 
 
 @dataclass
@@ -160,7 +175,7 @@ class LoadedModel:
     def predict(self, batch: torch.Tensor) -> Prediction:
         c = self.config
         batch = batch.to(self.device, memory_format=torch.channels_last)
-        age_logits, gender_logit = forward_with_flip(self.model, batch) if c.flip else self.model(batch)
+        age_logits, gender_logit = forward_with_flip(self.model, batch, c.flip)
         age = decode_age(c.served_age_logits(age_logits), c.age_min, c.range_rule)
         # A head whose loss had no weight in training is untrained: its output means nothing.
         return Prediction(

@@ -4,7 +4,15 @@ import shutil
 import pytest
 import torch
 
-from demo.checkpoint import ModelConfig, ModelLoadError, build_from_config, load_model, read_config, save_model
+from demo.checkpoint import (
+    ModelConfig,
+    ModelLoadError,
+    build_from_config,
+    forward_with_flip,
+    load_model,
+    read_config,
+    save_model,
+)
 
 
 def _tiny(folder, architecture="scratch_cnn", **kwargs):
@@ -83,3 +91,36 @@ def test_age_logit_offsets_are_kept_and_served(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     assert load_model(tmp_path / "plain").predict(x).age.mean.max() < 79
     assert torch.allclose(pushed.predict(x).age.mean, torch.full((2,), 80.0), atol=0.01)
+
+
+class LeftLeaning(torch.nn.Module):
+    """Answers from the left half of the face only, so a face and its mirror image get different answers."""
+
+    def forward(self, x):
+        left = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))
+        return left[:, None] * torch.arange(5.0), left
+
+
+def test_flip_modes_average_what_they_name():
+    model, x = LeftLeaning(), torch.randn(3, 3, 32, 32)
+    age, gender = model(x)
+    age_m, gender_m = model(x.flip(-1))
+    assert not torch.allclose(gender, gender_m)
+    assert all(torch.equal(a, b) for a, b in zip(forward_with_flip(model, x, "off"), (age, gender)))
+    age_g, gender_g = forward_with_flip(model, x, "gender")
+    age_on, gender_on = forward_with_flip(model, x, "on")
+    mean_gender = (gender + gender_m) / 2
+    assert torch.allclose(age_g, age) and torch.allclose(gender_g, mean_gender)  # the face's own age distribution
+    assert torch.allclose(age_on.softmax(-1), (age.softmax(-1) + age_m.softmax(-1)) / 2)  # the mean distribution
+    assert torch.allclose(gender_on, mean_gender)
+
+
+def test_flip_of_older_configs_is_read_and_bad_modes_refused(tmp_path):
+    _tiny(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    for saved, mode in ((True, "on"), (False, "off"), ("gender", "gender")):
+        (tmp_path / "config.json").write_text(json.dumps({**data, "flip": saved}))
+        assert read_config(tmp_path).flip == mode
+    (tmp_path / "config.json").write_text(json.dumps({**data, "flip": "sideways"}))
+    with pytest.raises(ModelLoadError, match="flip must be one of off, gender, on"):
+        read_config(tmp_path)

@@ -336,6 +336,12 @@ def test_the_command_line_is_made_from_the_config(tmp_path, capsys):
     (tmp_path / "part.json").write_text(json.dumps({"model": "a", "epochs": 3, "augment": {"flip": False}}))
     part, _ = parse_args(["--config", str(tmp_path / "part.json"), "--epochs", "4"])
     assert part.epochs == 4 and part.augment.flip is False and part.augment.enabled and part.recipe == "from_scratch"
+    # Test-time flip: a mode by name; a run saved when it was on or off (true / false) reads as "on" / "off".
+    assert parse_args(["--model", "a", "--flip", "gender"])[0].flip == "gender"
+    (tmp_path / "old.json").write_text(json.dumps({"model": "b", "flip": True}))
+    assert parse_args(["--config", str(tmp_path / "old.json")])[0].flip == "on"
+    with pytest.raises(SystemExit, match="--flip must be one of off, gender, on"):
+        parse_args(["--model", "a", "--flip", "sideways"])
     (tmp_path / "bad.json").write_text(json.dumps({"epochz": 3}))
     with pytest.raises(SystemExit, match="unknown TrainConfig setting"):
         parse_args(["--config", str(tmp_path / "bad.json")])
@@ -356,5 +362,17 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
     assert "logit adjustment 1" in capsys.readouterr().out
     # Flip averaging turned on afterwards: fitted with it, served with it, and the run's settings say so.
     calibrate_main([str(run), "--flip", "on"])
-    assert load_model(run).config.flip is True and json.loads((run / "train_config.json").read_text())["flip"]
-    assert json.loads((run / "val_metrics.json").read_text()) != val  # the same faces, averaged with their mirrors
+    assert load_model(run).config.flip == "on" and json.loads((run / "train_config.json").read_text())["flip"] == "on"
+    flipped = json.loads((run / "val_metrics.json").read_text())
+    assert flipped != val  # the same faces, averaged with their mirrors
+    # The gender answer alone: the age calibration is the one fitted without flip, the gender one is not.
+    calibrate_main([str(run), "--flip", "gender"])
+    gender_only = json.loads((run / "val_metrics.json").read_text())
+    assert load_model(run).config.flip == "gender"
+    for name, part in val.items():  # every age number as fitted and measured without flip, the gender ones moved
+        if isinstance(part, dict):
+            assert {k: v for k, v in gender_only[name].items() if k.startswith("age")} == \
+                {k: v for k, v in part.items() if k.startswith("age")}
+            assert gender_only[name]["gender_nll"] != part["gender_nll"]
+        elif name != "gender_temperature":
+            assert gender_only[name] == part, name

@@ -92,14 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--flip", action="store_true", help="average each model over the face and its mirror image")
+    parser.add_argument("--flip", action="store_true",
+                        help="average each model's answers over the face and its mirror image (flip on)")
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     models, _ = load_models(specs_from_env(), offline=True, device=args.device)
     for model in models.values():
-        model.config.flip = model.config.flip or args.flip
+        if args.flip:
+            model.config.flip = "on"
     upload = Predictor(models, FaceDetector(device=args.device))
     webcam = Predictor(models, FaceDetector(device=args.device, min_face_size=LIVE_MIN_FACE_SIZE))
     cases = {

@@ -1,7 +1,7 @@
 """Fit a trained model's calibration on the validation faces again, as training ends by doing.
 
     python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05] [--range-sweeps 8]
-        [--flip on|off]
+        [--flip on|gender|off]
 
 Refits the age head's logit adjustment, its range (percentiles per region of the estimate) and the gender
 temperature of the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from demo.checkpoint import FLIP_MODES
 from training.data.dataset import FaceDataset
 from training.data.pack import FacePack
 from training.fit.config import TrainConfig, load_json
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="the pack to take validation faces from (default: the run's)")
     parser.add_argument("--age-adjust-tolerance", type=float, help="default: the run's setting")
     parser.add_argument("--range-sweeps", type=int, help="default: the run's setting (0: split-conformal levels alone)")
-    parser.add_argument("--flip", choices=("on", "off"), help="average over the face and its mirror image, in "
-                        "calibration and serving (default: the run's setting)")
+    parser.add_argument("--flip", choices=FLIP_MODES, help="average the answers (on), or the gender answer alone "
+                        "(gender), over the face and its mirror image, in calibration and serving (default: the "
+                        "run's setting)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.range_sweeps is not None:
             saved["range_sweeps"] = args.range_sweeps
         if args.flip is not None:
-            saved["flip"] = args.flip == "on"
+            saved["flip"] = args.flip
         cfg = TrainConfig.from_dict(saved)
     except ValueError as error:
         raise SystemExit(str(error)) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from demo.checkpoint import load_model
+from demo.checkpoint import FLIP_MODES, load_model
 from training.data import spec
 from training.data.pack import FacePack
 from training.data.records import SPLITS
@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--out", type=Path, help="report folder (default: MODEL/eval_SPLIT)")
     parser.add_argument("--limit", type=int, help="evaluate only a fixed random N faces of the split")
-    parser.add_argument("--flip", choices=["config", "on", "off"], default="config",
-                        help="flip averaging: as the model's config says (default), or forced on or off")
+    parser.add_argument("--flip", choices=["config", *FLIP_MODES], default="config",
+                        help="flip averaging: as the model's config says (default), or forced on, off or to the "
+                        "gender answer alone")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder in folders:
         loaded = load_model(folder, args.device)
         if args.flip != "config":
-            loaded.config.flip = args.flip == "on"
+            loaded.config.flip = args.flip
         metrics, out = evaluate_model(loaded, pack, args.split, args.device, limit=args.limit)
         results.append((metrics, out, loaded))
         log.info("%s: %s", loaded.config.name,

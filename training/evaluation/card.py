@@ -17,6 +17,15 @@ from training.data.spec import YEAR, DatasetSpec
 from training.evaluation.markdown import table
 from training.evaluation.report import breakdown_cells, headline
 
+# What the card says of the model's test-time flip (config.flip), in calibration and in its results.
+FLIP_TEXT = {
+    "off": "",
+    "on": " Each face is judged together with its mirror image and the two answers averaged (flip averaging, "
+          "`flip` in `config.json`), in calibration and in the results below.",
+    "gender": " Each face's gender is judged together with its mirror image and the two answers averaged (flip "
+              "averaging of the gender answer, `flip` in `config.json`), in calibration and in the results below.",
+}
+
 # (metric type, name on the card, key in the metrics) per kind of age label, for the card's model-index.
 CARD_METRICS = {
     "year": (("mae", "Age MAE (years)", "age_mae"), ("mae", "Age MAE, true ages 60+ (years)", "age_mae_60_plus"),
@@ -64,9 +73,7 @@ def _card_body(config: ModelConfig, metrics: dict | None, evaluated: list[Datase
         f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
         f"input {config.input_size}x{config.input_size} px from a {config.crop_size} px face crop aligned with MTCNN "
         "landmarks. The age head gives a distribution over years: the app shows its mean and its 80 % range; "
-        "the gender head gives P(female)." + (
-            " Each face is judged together with its mirror image and the two answers averaged (flip averaging, "
-            "`flip` in `config.json`), in calibration and in the results below." if config.flip else ""), "",
+        "the gender head gives P(female)." + FLIP_TEXT[config.flip], "",
         "## Use", "",
         "```python",
         "from huggingface_hub import snapshot_download",

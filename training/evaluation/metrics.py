@@ -53,8 +53,8 @@ FIELDS = ("age_logits", "gender_logit", "age_low", "age_high", "gender", "race",
 
 @torch.inference_mode()
 def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_last: bool = False,
-                    flip: bool = False) -> Outputs:
-    """Run `model` over a loader of FaceDataset batches; with `flip`, average with the mirror image."""
+                    flip: str = "off") -> Outputs:
+    """Run `model` over a loader of FaceDataset batches, with test-time flip `flip` (FLIP_MODES)."""
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
     for x, *labels in loader:
@@ -64,7 +64,7 @@ def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_
         cuda = device.startswith("cuda")
         half = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16  # older GPUs: fp16
         with torch.autocast("cuda", dtype=half, enabled=cuda):
-            age_logits, gender_logit = forward_with_flip(model, x) if flip else model(x)
+            age_logits, gender_logit = forward_with_flip(model, x, flip)
         parts["age_logits"].append(age_logits.float().cpu())
         parts["gender_logit"].append(gender_logit.float().cpu())
         for key, value in zip(FIELDS[2:], labels):
@@ -72,8 +72,8 @@ def collect_outputs(model: nn.Module, loader: DataLoader, device: str, channels_
     return Outputs(**{k: torch.cat(v) for k, v in parts.items()})
 
 
-def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5, flip: bool = False) -> float:
-    """Median CPU milliseconds for one face (a batch of one; two with `flip`) through `model`, after warm-up.
+def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: int = 5, flip: str = "off") -> float:
+    """Median CPU milliseconds for one face (a batch of one; two with flip) through `model`, after warm-up.
 
     Model and input in channels_last, as `demo.checkpoint.LoadedModel` serves them.
     """
@@ -83,7 +83,7 @@ def cpu_ms_per_face(model: nn.Module, input_size: int, runs: int = 30, warmup: i
     with torch.inference_mode():
         for i in range(warmup + runs):
             start = time.perf_counter()
-            forward_with_flip(model, x) if flip else model(x)
+            forward_with_flip(model, x, flip)
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)

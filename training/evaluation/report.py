@@ -319,10 +319,10 @@ def write_report(results: list[Result], folders: list[Path], out_dir: Path, spli
     lines = [f"# Evaluation on the {split} split", "",
              f"Data: `{data}`; {counts} faces. Produced by `python -m training.evaluate`.", ""]
     header, rows = summary_rows(results)
-    flips = {m["flip"] for m, _, _ in results}
+    flips = {m["flip"] for m, _, _ in results} - {"off"}
     lines += ["## Summary", "", table(header, rows), "",
               f"CPU time: one face, batch of one, median of 30 runs, {results[0][0]['cpu_threads']} threads"
-              + (", including the mirror image (flip averaging)." if True in flips else "."), ""]
+              + (", including the mirror image (flip averaging)." if flips else "."), ""]
     curves = []
     for (_, _, loaded), folder in zip(results, folders):
         history = _history(folder)

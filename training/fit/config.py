@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from demo.checkpoint import ModelConfig
+from demo.checkpoint import FLIP_MODES, ModelConfig
 from demo.faces import CROP_MARGIN, CROP_SIZE
 from demo.models import architecture
 from training.data import spec
@@ -84,7 +84,8 @@ class TrainConfig:
                                           "validation MAE; 0: no adjustment")
     range_sweeps: int = setting(8, "after training: sweeps of the range fit that bring every age band's coverage "
                                    "within 70-90 %%; 0 keeps the split-conformal levels per region alone")
-    flip: bool = setting(False, "average answers over the face and its mirror image (calibration and serving)")
+    flip: str = setting("off", "test-time flip in calibration and serving: average the answers (on), or the gender "
+                        "answer alone (gender), over the face and its mirror image, or not (off)")
     epochs: int = setting(30, "epochs in all")
     stage1_epochs: int = setting(1, "two_stage: epochs training the heads alone, the trunk frozen")
     finetune_stages: int = setting(99, "two_stage: top trunk stages fine-tuned after that (more than it has: all)")
@@ -128,6 +129,10 @@ class TrainConfig:
         self.architecture = self.architecture or preset.architecture
         self.recipe = self.recipe or preset.recipe
         self.input_size = self.input_size or preset.input_size
+        if isinstance(self.flip, bool):  # saved before flip had a gender-only mode
+            self.flip = "on" if self.flip else "off"
+        if self.flip not in FLIP_MODES:
+            raise ValueError(f"--flip must be one of {', '.join(FLIP_MODES)}, not {self.flip!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be at least 0 and below 1 (e.g. 0.999; 0: none), not {self.ema}")
         unknown = set(self.mix) - set(spec.names())
