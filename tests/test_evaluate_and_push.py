@@ -49,11 +49,25 @@ def test_report_links_figures_that_exist(report):
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert {"utkface_age_scatter.png", "utkface_age_error.png", "utkface_gender.png", "fairface_age_groups.png",
             "fairface_gender_by_group.png", "fairface_age_by_group.png", "fairface_gender.png"} <= set(figures)
-    assert any(f.startswith("curves_") for f in figures)
+    # The same run twice: two rows and two learning-curve figures told apart, not one overwriting the other.
+    curves = sorted(f for f in figures if f.startswith("curves_"))
+    assert curves == ["curves_1_scratch_cnn.png", "curves_2_scratch_cnn.png"]
+    names = [m["model"] for m in json.loads((report / "metrics.json").read_text())]
+    assert names[0] != names[1] and all(name.endswith("Model A (CNN from scratch)") for name in names)
     for name in figures:
         assert (report / name).stat().st_size > 5000  # a real PNG, not an empty file
     assert "### By ethnicity" in text and "### By age band" in text and "### By race group" in text
     assert "| model | UTKFace age MAE |" in text and "FairFace age group exact" in text  # side by side
+
+
+def test_runs_of_one_model_are_labelled_by_their_folders(run_dir, tmp_path):
+    for folder, name in (("r4", None), ("r5", None), ("other", "Model C")):
+        (tmp_path / folder).mkdir()
+        config = json.loads((run_dir / "config.json").read_text())
+        (tmp_path / folder / "config.json").write_text(json.dumps(config | ({"name": name} if name else {})))
+    assert evaluate.report_labels([tmp_path / "r4", tmp_path / "r5", tmp_path / "other"]) == [
+        "r4: Model A (CNN from scratch)", "r5: Model A (CNN from scratch)", "Model C"]
+    assert evaluate.report_labels([tmp_path / "r4", tmp_path / "other"]) == ["Model A (CNN from scratch)", "Model C"]
 
 
 def test_dry_run_stages_exactly_what_would_be_uploaded(run_dir, report, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from demo.checkpoint import FLIP_MODES, load_model
+from demo.checkpoint import FLIP_MODES, load_model, read_config
 from training.data import spec
 from training.data.pack import FacePack
 from training.data.records import SPLITS
@@ -29,6 +29,14 @@ def resolve_model_folder(path: Path) -> Path:
     if (path / "config.json").is_file():
         return path
     raise SystemExit(f"{path} holds no config.json: pass a run folder or a model folder")
+
+
+def report_labels(folders: list[Path]) -> list[str]:
+    """Each model's name in the report and metrics.json: its own, but where names repeat (runs of one model
+    compared), prefixed with its folder's name, or with its place in the list where those repeat too."""
+    names = [read_config(folder).name for folder in folders]
+    labels = [f"{folder.name}: {name}" if names.count(name) > 1 else name for folder, name in zip(folders, names)]
+    return [f"{i + 1}. {label}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,8 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     pack = FacePack(args.data)
     results = []
-    for folder in folders:
+    for folder, label in zip(folders, report_labels(folders)):
         loaded = load_model(folder, args.device)
+        loaded.config.name = label  # (this evaluation's copy of the config only)
         if args.flip != "config":
             loaded.config.flip = args.flip
         metrics, out = evaluate_model(loaded, pack, args.split, args.device, limit=args.limit)

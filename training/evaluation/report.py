@@ -324,10 +324,12 @@ def write_report(results: list[Result], folders: list[Path], out_dir: Path, spli
               f"CPU time: one face, batch of one, median of 30 runs, {results[0][0]['cpu_threads']} threads"
               + (", including the mirror image (flip averaging)." if flips else "."), ""]
     curves = []
-    for (_, _, loaded), folder in zip(results, folders):
+    architectures = [loaded.config.architecture for _, _, loaded in results]
+    for i, ((_, _, loaded), folder) in enumerate(zip(results, folders)):
         history = _history(folder)
-        if history:
-            name = f"curves_{loaded.config.architecture}.png"
+        if history:  # one figure a model: numbered where runs of one architecture are compared
+            arch = loaded.config.architecture
+            name = f"curves_{arch}.png" if architectures.count(arch) == 1 else f"curves_{i + 1}_{arch}.png"
             plot_learning_curves(history, loaded.config.name, out_dir / name)
             curves += [f"![learning curves of {loaded.config.name}]({name})", ""]
     if curves:
