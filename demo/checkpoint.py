@@ -30,6 +30,15 @@ FORMAT_VERSION = 1
 FLIP_MODES = ("off", "gender", "on")
 
 
+def flip_mode(value: str | bool, name: str = "flip") -> str:
+    """A flip setting checked against FLIP_MODES; true / false (saved before the gender-only mode) read as on / off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in FLIP_MODES:
+        raise ValueError(f"{name} must be one of {', '.join(FLIP_MODES)}, not {value!r}")
+    return value
+
+
 class ModelLoadError(RuntimeError):
     """A model folder is missing a file, or a file is corrupt or inconsistent."""
 
@@ -66,8 +75,7 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.flip not in FLIP_MODES:
-            raise ValueError(f"flip must be one of {', '.join(FLIP_MODES)}, not {self.flip!r}")
+        self.flip = flip_mode(self.flip)
 
     @property
     def num_age_bins(self) -> int:
@@ -102,8 +110,6 @@ class ModelConfig:
         if "range_level" in data:  # written before ranges had regions: one central level, read the same way
             central = RangeRule.central(data.pop("range_level"))
             data.update(range_starts=central.starts, range_lower=central.lower, range_upper=central.upper)
-        if isinstance(data.get("flip"), bool):  # written before flip had a gender-only mode
-            data["flip"] = "on" if data["flip"] else "off"
         for key in ("mean", "std", "gender_labels", "tasks", "age_logit_offsets", "range_starts", "range_lower",
                     "range_upper"):
             if key in data:

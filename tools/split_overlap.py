@@ -107,17 +107,17 @@ def scores(folder: Path, linked: np.ndarray, scored: np.ndarray, models: list[Pa
     from training.evaluation.metrics import collect_outputs, split_metrics
 
     pack = FacePack(folder)  # its faces are the kept images, in order
-    test = np.flatnonzero(scored)
+    chosen = np.flatnonzero(scored)
     result = {}
     for path in models:
         loaded = load_model(path)
         c = loaded.config
-        faces = FaceDataset(pack, test, c.input_size, c.mean, c.std)
+        faces = FaceDataset(pack, chosen, c.input_size, c.mean, c.std)
         out = collect_outputs(loaded.model, DataLoader(faces, batch_size=256), "cpu", flip=c.flip)
         out.age_logits = c.served_age_logits(out.age_logits)
         result[f"{c.name} ({path})"] = {  # the path too: two runs of one model share its name
             subset: split_metrics(out.subset(mask), c.age_min, c.range_rule, c.gender_temperature)
-            for subset, mask in (("all", np.ones(len(test), bool)), ("not_linked", ~linked[test]))}
+            for subset, mask in (("all", np.ones(len(chosen), bool)), ("not_linked", ~linked[chosen]))}
     return result
 
 

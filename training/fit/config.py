@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from demo.checkpoint import FLIP_MODES, ModelConfig
+from demo.checkpoint import ModelConfig, flip_mode
 from demo.faces import CROP_MARGIN, CROP_SIZE
 from demo.models import architecture
 from training.data import spec
@@ -129,10 +129,7 @@ class TrainConfig:
         self.architecture = self.architecture or preset.architecture
         self.recipe = self.recipe or preset.recipe
         self.input_size = self.input_size or preset.input_size
-        if isinstance(self.flip, bool):  # saved before flip had a gender-only mode
-            self.flip = "on" if self.flip else "off"
-        if self.flip not in FLIP_MODES:
-            raise ValueError(f"--flip must be one of {', '.join(FLIP_MODES)}, not {self.flip!r}")
+        self.flip = flip_mode(self.flip, "--flip")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be at least 0 and below 1 (e.g. 0.999; 0: none), not {self.ema}")
         unknown = set(self.mix) - set(spec.names())
