@@ -18,7 +18,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from demo.files import atomic_write
-from demo.heads import AGE_MAX, AGE_MIN, DEFAULT_RANGE, AgeEstimate, RangeRule, decode_age, gender_probability
+from demo.heads import (
+    AGE_MAX,
+    AGE_MIN,
+    AgeEstimate,
+    AgeRangeRule,
+    RangeRule,
+    SpreadRule,
+    decode_age,
+    gender_probability,
+)
 from demo.models import build_model
 
 WEIGHTS_NAME = "model.safetensors"
@@ -28,6 +37,8 @@ FORMAT_VERSION = 1
 # "gender": the gender answer alone, the age distribution the face's own (the mean of two distributions
 # is wider, which can widen a model's calibrated ranges). Both run the two images as one batch.
 FLIP_MODES = ("off", "gender", "on")
+# How a config's range is read (ModelConfig.range_kind).
+RANGE_KINDS = ("spread", "percentiles")
 
 
 def flip_mode(value: str | bool, name: str = "flip") -> str:
@@ -55,15 +66,25 @@ class ModelConfig:
     age_min: int = AGE_MIN
     age_max: int = AGE_MAX
     arch_kwargs: dict = field(default_factory=dict)
-    # The range (demo.heads.RangeRule): from the range_lower[k] to the range_upper[k] percentile of the
-    # age distribution at `age_temperature`, for estimates from range_starts[k] on; fitted on validation
-    # so that it holds about `range_coverage` of true ages, 70-90 % in every age band (training.evaluation).
-    age_temperature: float = 1.0
-    gender_temperature: float = 1.0  # fitted on validation by log-likelihood
+    # How the range is read from the age distribution (demo.heads), fitted on validation so that it holds
+    # about `range_coverage` of true ages, 70-90 % in every age band (training.evaluation.ranges):
+    # "spread": the estimate minus range_below[k] and plus range_above[k] times the distribution's
+    #   standard deviation, interpolated between the estimates range_knots[k] (SpreadRule);
+    # "percentiles" (configs written before round six): from the range_lower[k] to the range_upper[k]
+    #   percentile of the distribution at `age_temperature`, for estimates from range_starts[k] on (RangeRule).
+    range_kind: str = "spread"
     range_coverage: float = 0.8  # what the range claims to hold
-    range_starts: tuple[float, ...] = DEFAULT_RANGE.starts
-    range_lower: tuple[float, ...] = DEFAULT_RANGE.lower
-    range_upper: tuple[float, ...] = DEFAULT_RANGE.upper
+    range_knots: tuple[float, ...] = SpreadRule().knots
+    range_below: tuple[float, ...] = SpreadRule().below
+    range_above: tuple[float, ...] = SpreadRule().above
+    age_temperature: float = 1.0
+    range_starts: tuple[float, ...] = RangeRule().starts
+    range_lower: tuple[float, ...] = RangeRule().lower
+    range_upper: tuple[float, ...] = RangeRule().upper
+    gender_temperature: float = 1.0  # fitted on validation by log-likelihood
+    # Below this confidence max(P(female), 1 - P(female)) the gender answer is "unsure", chosen on
+    # validation (training.evaluation.metrics.fit_unsure_below); 0.5: always one of the two labels.
+    gender_unsure_below: float = 0.5
     # Added to the age logits (one per year) before anything is read from them: -tau * log of the
     # training faces' age density, tau fitted on validation (post-hoc logit adjustment, Menon et al.
     # 2021). Moves answers towards ages few training faces had (the old, most of all); () for none.
@@ -76,18 +97,30 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.flip = flip_mode(self.flip)
+        if self.range_kind not in RANGE_KINDS:
+            raise ValueError(f"range_kind must be one of {', '.join(RANGE_KINDS)}, not {self.range_kind!r}")
+        if not 0.5 <= self.gender_unsure_below < 1:
+            raise ValueError(f"gender_unsure_below must be in [0.5, 1), not {self.gender_unsure_below}")
 
     @property
     def num_age_bins(self) -> int:
         return self.age_max - self.age_min + 1
 
     @property
-    def range_rule(self) -> RangeRule:
+    def range_rule(self) -> AgeRangeRule:
+        if self.range_kind == "spread":
+            return SpreadRule(self.range_knots, self.range_below, self.range_above)
         return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
 
-    def set_range_rule(self, rule: RangeRule) -> None:
-        self.range_starts, self.range_lower, self.range_upper = rule.starts, rule.lower, rule.upper
-        self.age_temperature = rule.temperature
+    def set_range_rule(self, rule: AgeRangeRule) -> None:
+        if isinstance(rule, SpreadRule):
+            self.range_kind = "spread"
+            self.range_knots, self.range_below, self.range_above = rule.knots, rule.below, rule.above
+            self.age_temperature = 1.0
+        else:
+            self.range_kind = "percentiles"
+            self.range_starts, self.range_lower, self.range_upper = rule.starts, rule.lower, rule.upper
+            self.age_temperature = rule.temperature
 
     def served_age_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The age head's logits as the model's answers read them: with `age_logit_offsets` added."""
@@ -107,11 +140,12 @@ class ModelConfig:
             raise ValueError(f"unknown keys {sorted(unknown)}")
         if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise ValueError(f"format_version {data['format_version']} is not {FORMAT_VERSION}")
+        data.setdefault("range_kind", "percentiles")  # written before round six's spread rule
         if "range_level" in data:  # written before ranges had regions: one central level, read the same way
             central = RangeRule.central(data.pop("range_level"))
             data.update(range_starts=central.starts, range_lower=central.lower, range_upper=central.upper)
         for key in ("mean", "std", "gender_labels", "tasks", "age_logit_offsets", "range_starts", "range_lower",
-                    "range_upper"):
+                    "range_upper", "range_knots", "range_below", "range_above"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -142,16 +176,19 @@ def read_config(folder: Path) -> ModelConfig:
 
 
 def forward_with_flip(model: nn.Module, batch: torch.Tensor, flip: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's (age logits, gender logit) for a batch, with test-time flip `flip` (FLIP_MODES).
-
-    Averaged over each face and its mirror image, run as one batch: gender as the mean of the two
-    logits; age (mode "on") as the log of the mean of the two distributions, so the result is still
-    log-probabilities up to a constant.
-    """
+    """The model's (age logits, gender logit) for a batch, with test-time flip `flip` (FLIP_MODES):
+    each face and its mirror image run as one batch, then `combine_flipped`."""
     if flip == "off":
         return model(batch)
-    age_logits, gender_logit = model(torch.cat([batch, batch.flip(-1)]))
-    n = len(batch)
+    return combine_flipped(*model(torch.cat([batch, batch.flip(-1)])), flip)
+
+
+def combine_flipped(age_logits: torch.Tensor, gender_logit: torch.Tensor, flip: str
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs of n faces followed by their n mirror images, averaged as `flip` says: gender as the mean
+    of the two logits; age (mode "on") as the log of the mean of the two distributions, so the result is
+    still log-probabilities up to a constant; (mode "gender") the face's own age logits."""
+    n = len(age_logits) // 2
     gender = (gender_logit[:n].float() + gender_logit[n:].float()) / 2
     if flip == "gender":
         return age_logits[:n], gender
@@ -181,13 +218,18 @@ class LoadedModel:
     def predict(self, batch: torch.Tensor) -> Prediction:
         c = self.config
         batch = batch.to(self.device, memory_format=torch.channels_last)
-        age_logits, gender_logit = forward_with_flip(self.model, batch, c.flip)
-        age = decode_age(c.served_age_logits(age_logits), c.age_min, c.range_rule)
-        # A head whose loss had no weight in training is untrained: its output means nothing.
-        return Prediction(
-            age=age if "age" in c.tasks else None,
-            p_female=gender_probability(gender_logit, c.gender_temperature) if "gender" in c.tasks else None,
-        )
+        return decode_outputs(c, *forward_with_flip(self.model, batch, c.flip))
+
+
+def decode_outputs(config: ModelConfig, age_logits: torch.Tensor, gender_logit: torch.Tensor) -> Prediction:
+    """A model's (flip-combined) outputs as its answers: age, range and P(female), as `config` reads them."""
+    c = config
+    age = decode_age(c.served_age_logits(age_logits), c.age_min, c.range_rule)
+    # A head whose loss had no weight in training is untrained: its output means nothing.
+    return Prediction(
+        age=age if "age" in c.tasks else None,
+        p_female=gender_probability(gender_logit, c.gender_temperature) if "gender" in c.tasks else None,
+    )
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> LoadedModel:

@@ -1,17 +1,21 @@
 """The two task heads shared by both models, and how their outputs become years and probabilities.
 
 The age head predicts a distribution over whole years (one logit per year, AGE_MIN..AGE_MAX).
-Its mean is the point estimate. The range runs between two percentiles of the same distribution
-(a `RangeRule`), chosen by where the estimate lies: a baby's range cannot reach below age 1 and an
-old face's estimate is pulled towards the middle, so one central percentile range misses both.
-The percentiles of each region of the estimate are fitted on the validation faces after training
-so that the range holds 70-90 % of true ages in every age band and group, and about 80 % overall
-(training.evaluation.metrics.fit_age_range).
+Its mean is the point estimate. The range is read from the same distribution by a rule:
+
+- `SpreadRule` (every model calibrated since round six): the estimate minus and plus multiples of
+  the distribution's own spread (its standard deviation), the multiples a smooth function of the
+  estimate. A face the model is unsure of gets a wide range, a clear one a narrow range; the range
+  always holds the age shown. The multiples are normalised conformal quantiles fitted on validation
+  faces (training.evaluation.ranges).
+- `RangeRule` (configs written before): between two percentiles of the distribution, chosen by
+  region of the estimate. Kept so that older model folders read as they always did.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -72,13 +76,77 @@ class RangeRule:
         """Index of the region each estimate falls in."""
         return torch.bucketize(mean.float(), torch.tensor(self.starts[1:], device=mean.device), right=True)
 
-    def read(self, probs: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bin indices [low, high] of the range of (already tempered) distributions `probs` with estimates `mean`."""
+    def read(self, probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range [low, high] in years of (already tempered) distributions `probs` over the years from
+        `age_min`, with estimates `mean`."""
         region = self.region(mean)
         lower = torch.tensor(self.lower, device=probs.device)[region]
         upper = torch.tensor(self.upper, device=probs.device)[region]
         cdf = probs.cumsum(dim=-1)
-        return _first_reaching(cdf, lower.unsqueeze(-1)), _first_reaching(cdf, upper.unsqueeze(-1))
+        low, high = _first_reaching(cdf, lower.unsqueeze(-1)), _first_reaching(cdf, upper.unsqueeze(-1))
+        return (low + age_min).float(), (high + age_min).float()
+
+
+@dataclass(frozen=True)
+class SpreadRule:
+    """The range as the estimate minus `below` and plus `above` times the spread of its distribution.
+
+    The spread is the distribution's standard deviation; the multiples are read at the estimate by
+    linear interpolation between `knots` (constant beyond the first and last), so the range's width
+    changes smoothly with the estimate. Bounds are rounded to whole years and always include the
+    rounded estimate, the age shown. The default is a Gaussian's central 80 % everywhere.
+    """
+
+    knots: tuple[float, ...] = (float(AGE_MIN),)
+    below: tuple[float, ...] = (1.2816,)
+    above: tuple[float, ...] = (1.2816,)
+    # The spread is that of the distribution the estimate is the mean of: never tempered.
+    temperature: ClassVar[float] = 1.0
+
+    def __post_init__(self) -> None:
+        if not len(self.knots) == len(self.below) == len(self.above) >= 1:
+            raise ValueError("a spread rule needs one below and one above multiple per knot")
+        if any(later <= earlier for earlier, later in zip(self.knots, self.knots[1:])):
+            raise ValueError(f"knots must increase: {self.knots}")
+        if min(self.below + self.above) < 0:
+            raise ValueError(f"multiples must be at least 0: {self.below}, {self.above}")
+
+    def multiples(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (below, above) multiples of the spread at each estimate."""
+        return (_interpolate(mean, self.knots, self.below), _interpolate(mean, self.knots, self.above))
+
+    def read(self, probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range [low, high] in years of distributions `probs` over the years from `age_min`, with
+        estimates `mean`."""
+        years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
+        spread = age_spread(probs, mean, age_min)
+        below, above = self.multiples(mean)
+        shown = torch.round(mean)
+        low = torch.minimum(torch.round(mean - below * spread), shown).clamp(years[0], years[-1])
+        high = torch.maximum(torch.round(mean + above * spread), shown).clamp(years[0], years[-1])
+        return low, high
+
+
+# Either rule reads a range from a distribution; which one a model uses is in its config.
+AgeRangeRule = RangeRule | SpreadRule
+
+
+def age_spread(probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> torch.Tensor:
+    """The standard deviation in years of distributions `probs` over the years from `age_min` around `mean`."""
+    years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
+    return ((years - mean.float().unsqueeze(-1)) ** 2 * probs.float()).sum(dim=-1).sqrt()
+
+
+def _interpolate(x: torch.Tensor, knots: tuple[float, ...], values: tuple[float, ...]) -> torch.Tensor:
+    """Piecewise-linear through (knots, values), constant beyond the ends (numpy's interp, in torch)."""
+    xp = torch.tensor(knots, dtype=torch.float32, device=x.device)
+    fp = torch.tensor(values, dtype=torch.float32, device=x.device)
+    if len(knots) == 1:
+        return fp[0].expand(x.shape).clone()
+    x = x.float().clamp(xp[0], xp[-1])
+    i = torch.bucketize(x, xp[1:-1], right=True)
+    t = (x - xp[i]) / (xp[i + 1] - xp[i])
+    return fp[i] + t * (fp[i + 1] - fp[i])
 
 
 @dataclass(frozen=True)
@@ -86,17 +154,17 @@ class AgeEstimate:
     mean: torch.Tensor  # years, float
     low: torch.Tensor  # years, integer-valued
     high: torch.Tensor
-    probs: torch.Tensor | None = None  # the distribution over the years the range is read from (tempered)
+    probs: torch.Tensor | None = None  # the distribution the range is read from (tempered by a RangeRule)
 
 
 def age_bins(age_min: int, age_max: int) -> torch.Tensor:
     return torch.arange(age_min, age_max + 1, dtype=torch.float32)
 
 
-DEFAULT_RANGE = RangeRule()
+DEFAULT_RANGE = SpreadRule()
 
 
-def decode_age(logits: torch.Tensor, age_min: int, rule: RangeRule = DEFAULT_RANGE) -> AgeEstimate:
+def decode_age(logits: torch.Tensor, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE) -> AgeEstimate:
     """Mean age of the predicted distribution, and its range as `rule` reads it.
 
     The mean is the untempered one: the estimate training made (its L1 term is on this mean),
@@ -105,8 +173,8 @@ def decode_age(logits: torch.Tensor, age_min: int, rule: RangeRule = DEFAULT_RAN
     bins = age_bins(age_min, age_min + logits.shape[-1] - 1).to(logits.device)
     mean = torch.softmax(logits.float(), dim=-1) @ bins
     probs = torch.softmax(logits.float() / rule.temperature, dim=-1)
-    low, high = rule.read(probs, mean)
-    return AgeEstimate(mean=mean, low=(low + age_min).float(), high=(high + age_min).float(), probs=probs)
+    low, high = rule.read(probs, mean, age_min)
+    return AgeEstimate(mean=mean, low=low, high=high, probs=probs)
 
 
 def _first_reaching(cdf: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:
@@ -118,3 +186,26 @@ def _first_reaching(cdf: torch.Tensor, level: torch.Tensor | float) -> torch.Ten
 def gender_probability(logit: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """P(female) from the gender logit."""
     return torch.sigmoid(logit.float() / temperature)
+
+
+GENDER_LABELS = ("male", "female")
+UNSURE = "unsure"
+
+
+def gender_call(p_female: float, unsure_below: float = 0.5, held: str | None = None, margin: float = 0.0) -> str:
+    """"female", "male" or "unsure" for P(female) = `p_female`: unsure while the confidence max(p, 1 - p)
+    is below `unsure_below`.
+
+    With the call `held` so far (the live view's), the call moves only past `margin` beyond the
+    threshold (hysteresis): a side is kept while its confidence stays at least `unsure_below - margin`
+    and taken only from `unsure_below + margin` on, so a face near the threshold keeps its text.
+    """
+    side = GENDER_LABELS[int(p_female >= 0.5)]
+    confidence = max(p_female, 1 - p_female)
+    if held is None or margin <= 0:
+        return side if confidence >= unsure_below else UNSURE
+    if held == side and confidence >= unsure_below - margin:
+        return side
+    if held in GENDER_LABELS and held != side and 1 - confidence >= unsure_below - margin:
+        return held  # the other side's confidence is 1 - confidence: still within the margin
+    return side if confidence >= unsure_below + margin else UNSURE

@@ -13,7 +13,7 @@ from PIL import Image
 
 from demo.checkpoint import LoadedModel
 from demo.faces import MIN_FACE_SIZE, MIN_JUDGE_SIZE, MIN_SCORE, Face, FaceDetector, align_crop, to_model_input
-from demo.heads import DEFAULT_RANGE, RangeRule
+from demo.heads import DEFAULT_RANGE, UNSURE, AgeRangeRule, gender_call
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,18 @@ class ModelAnswer:
     # The distribution over the years (from AGE_MIN) the range was read from, and how the model reads
     # its range: what the webcam's tracker averages over frames and reads its range from.
     age_probs: np.ndarray | None = field(default=None, compare=False, repr=False)
-    range_rule: RangeRule = field(default=DEFAULT_RANGE, compare=False, repr=False)
+    range_rule: AgeRangeRule = field(default=DEFAULT_RANGE, compare=False, repr=False)
+    # The model's gender confidence below which it answers "unsure" (ModelConfig.gender_unsure_below),
+    # and the call the live view holds still near that threshold (demo.tracking), when it holds one.
+    unsure_below: float = field(default=0.5, compare=False, repr=False)
+    held_gender: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def gender(self) -> str | None:
+        """"female", "male", or "unsure" where the model's confidence is below its threshold."""
         if self.p_female is None:
             return None
-        return "female" if self.p_female >= 0.5 else "male"
+        return self.held_gender or gender_call(self.p_female, self.unsure_below)
 
     @property
     def gender_confidence(self) -> float | None:
@@ -43,12 +48,19 @@ class ModelAnswer:
         return NO_ANSWER if self.age is None else f"{round(self.age)} ({self.age_low}-{self.age_high})"
 
     def gender_text(self) -> str:
-        return NO_ANSWER if self.p_female is None else f"{self.gender} ({100 * self.gender_confidence:.0f} %)"
+        """'female (87 %)', or 'unsure (54 % female)' with P(female)."""
+        if self.p_female is None:
+            return NO_ANSWER
+        if self.gender == UNSURE:
+            return f"{UNSURE} ({100 * self.p_female:.0f} % female)"
+        return f"{self.gender} ({100 * self.gender_confidence:.0f} %)"
 
     def short(self, with_range: bool = False) -> str:
-        """'31 F' ('31 (27-36) F' with the range), or the part the model answers ('31', 'F')."""
+        """'31 F' ('31 (27-36) F' with the range; '31 ?' when unsure of the gender), or the part the model
+        answers ('31', 'F')."""
         age = None if self.age is None else (self.age_text() if with_range else str(round(self.age)))
-        return " ".join(part for part in (age, self.gender and self.gender[0].upper()) if part)
+        gender = self.gender and ("?" if self.gender == UNSURE else self.gender[0].upper())
+        return " ".join(part for part in (age, gender) if part)
 
 
 NO_ANSWER = "not trained"  # shown for a task the model was not trained on
@@ -149,6 +161,7 @@ class Predictor:
                         p_female=None if p_female is None else float(p_female[i]),
                         age_probs=None if age is None else age.probs[i].cpu().numpy(),
                         range_rule=c.range_rule,
+                        unsure_below=c.gender_unsure_below,
                     )
             timings[f"model_{name}"] = _ms_since(start)
         return ImageResult(size=image.size, faces=results, timings_ms=timings,

@@ -2,10 +2,15 @@
 
 Grad-CAM (Selvaraju et al. 2017) weighs each channel of the trunk's last stage by the mean gradient
 of an answer with respect to it, sums, keeps the positive part and scales it up to the crop: the
-regions whose features raised that answer. The answers explained are the model's own:
+regions whose features raised that answer. The answers explained are the ones the page shows:
 
 - age: the log-probability the model gives its own 80 % range (the years it answered);
-- gender: the logit signed towards the gender it answered (evidence for "female" or for "male").
+- gender: the logit signed towards the side P(female) leans to (evidence for "female" or for "male").
+
+A model served with test-time flip answers with the mean over the face and its mirror image; its
+maps then explain that mean: both images go through the network, the gradient is that of the
+combined answer, and the mirror's map is flipped back and added to the face's own before the
+positive part is kept. Each `FaceMaps` carries the answer it explains.
 
 An `Explainer` keeps its own copy of the network with a hook on that stage, and serves one request
 at a time: the hook never sees another request's forward pass, and the copy the predictions use is
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demo.checkpoint import LoadedModel
+from demo.checkpoint import LoadedModel, combine_flipped, decode_outputs
 from demo.faces import to_model_input
 from demo.heads import decode_age
 
@@ -38,10 +43,23 @@ MIN_CAM_SIDE = 7
 
 @dataclass
 class FaceMaps:
-    """One face's maps from one model, each crop-sized, in [0, 1] (1: where the answer's evidence peaks)."""
+    """One face's maps from one model, each crop-sized, in [0, 1] (1: where the answer's evidence peaks),
+    and the answer they explain (as `demo.predictor.ModelAnswer` holds it; None for a task the model
+    was not trained on)."""
 
-    age: np.ndarray | None  # None: a task the model was not trained on
+    age: np.ndarray | None
     gender: np.ndarray | None
+    age_low: int | None = None
+    age_high: int | None = None
+    p_female: float | None = None
+
+    def caption(self) -> str:
+        """'age 27-36 | female 87 %': the answers the two maps explain."""
+        age = "age" if self.age_low is None else f"age {self.age_low}-{self.age_high}"
+        if self.p_female is None:
+            return f"{age} | gender"
+        side = "female" if self.p_female >= 0.5 else "male"
+        return f"{age} | {side} {100 * max(self.p_female, 1 - self.p_female):.0f} %"
 
 
 def face_oval(size: int) -> np.ndarray:
@@ -58,7 +76,8 @@ def share_in(heat: np.ndarray, mask: np.ndarray) -> float:
 
 def _answers(loaded: LoadedModel, age_logits: torch.Tensor, gender_logit: torch.Tensor
              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Per face: the log-probability of the model's own 80 % range, and the gender logit signed towards its answer."""
+    """Per face, from its (flip-combined) outputs: the log-probability of the model's own 80 % range,
+    and the gender logit signed towards its answer."""
     c = loaded.config
     age = gender = None
     if "age" in c.tasks:
@@ -70,6 +89,15 @@ def _answers(loaded: LoadedModel, age_logits: torch.Tensor, gender_logit: torch.
     if "gender" in c.tasks:
         gender = gender_logit.float() * torch.sign(gender_logit.detach().float())
     return age, gender
+
+
+def _run(loaded: LoadedModel, model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs for a batch as its answers combine them (with the mirror images after the faces,
+    as `demo.checkpoint.forward_with_flip` runs them, when the model is served with flip)."""
+    flip = loaded.config.flip
+    if flip == "off":
+        return model(batch)
+    return combine_flipped(*model(torch.cat([batch, batch.flip(-1)])), flip)
 
 
 def _output_module(stage: torch.nn.Module) -> torch.nn.Module:
@@ -110,30 +138,41 @@ class Explainer:
         self._features = output
 
     def maps(self, crops: list[Image.Image]) -> list[FaceMaps]:
-        """Per crop, the age and gender maps, at the crops' size."""
+        """Per crop, the age and gender maps, at the crops' size, of the answers the model serves."""
         if not crops:
             return []
         c = self.loaded.config
         batch = to_model_input(crops, c.input_size, c.mean, c.std).to(self.loaded.device)
         size = crops[0].size[::-1]
         with self._lock, torch.enable_grad():
-            age_logits, gender_logit = self.model(batch)
-            features = self._features
+            age_logits, gender_logit = _run(self.loaded, self.model, batch)
+            features = self._features  # the faces', then (with flip) their mirror images'
             age, gender = _answers(self.loaded, age_logits, gender_logit)
             cams = {}
             for name, target in (("age", age), ("gender", gender)):
                 if target is not None:  # each face's answer depends on its own crop only: one backward for all
                     (grad,) = torch.autograd.grad(target.sum(), features, retain_graph=True)
-                    cams[name] = _cam(features.detach(), grad, size)
-        return [FaceMaps(cams["age"][i] if "age" in cams else None, cams["gender"][i] if "gender" in cams else None)
+                    cams[name] = _cam(features.detach(), grad, size, len(crops))
+            shown = decode_outputs(c, age_logits.detach(), gender_logit.detach())
+        return [FaceMaps(cams["age"][i] if "age" in cams else None, cams["gender"][i] if "gender" in cams else None,
+                         age_low=None if shown.age is None else int(shown.age.low[i]),
+                         age_high=None if shown.age is None else int(shown.age.high[i]),
+                         p_female=None if shown.p_female is None else float(shown.p_female[i]))
                 for i in range(len(crops))]
 
 
-def _cam(features: torch.Tensor, grad: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Grad-CAM from a stage's features and the answer's gradient, scaled up to `size`, each map to [0, 1]."""
+def _cam(features: torch.Tensor, grad: torch.Tensor, size: tuple[int, int], faces: int) -> np.ndarray:
+    """Grad-CAM from a stage's features and the answer's gradient, scaled up to `size`, each map to [0, 1].
+
+    With more rows than `faces`, the rows after them are the faces' mirror images: each mirror's
+    weighted features are flipped back onto its face and added before the positive part is kept, the
+    map of an answer that is the mean over both images.
+    """
     weights = grad.float().mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * features.float()).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+    cam = (weights * features.float()).sum(dim=1, keepdim=True)
+    if len(cam) > faces:
+        cam = cam[:faces] + cam[faces:].flip(-1)
+    cam = F.interpolate(F.relu(cam), size=size, mode="bilinear", align_corners=False)[:, 0]
     top = cam.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
     return (cam / top).numpy()
 
@@ -154,8 +193,7 @@ def occlusion(loaded: LoadedModel, crop: Image.Image, window: int = 4, stride: i
         variants.append(covered)
     batch = to_model_input(variants, c.input_size, c.mean, c.std).to(loaded.device)
     with torch.inference_mode():
-        age_logits, gender_logit = loaded.model(batch)
-        answers = _answers(loaded, age_logits, gender_logit)
+        answers = _answers(loaded, *_run(loaded, loaded.model, batch))
     maps = []
     for answer in answers:
         if answer is None:

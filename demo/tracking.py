@@ -11,7 +11,8 @@ The box drawn is the one detected in this frame: averaging positions makes a mov
 trail behind it. What is smoothed is the answers: each model's answers are combined over the last
 `window` frames of a face. The age distributions are averaged (a mixture, not a product: successive
 frames of one face are near-copies, not independent evidence, so the 80 % range keeps its
-calibrated width instead of shrinking towards overconfidence), and so is P(female).
+calibrated width instead of shrinking towards overconfidence), and so is P(female), whose call
+(female, male or unsure) moves only once P(female) is clearly past the threshold (HOLD_MARGIN).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from demo.heads import AGE_MIN
+from demo.heads import AGE_MIN, gender_call
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 
 # A detection continues a track when its centre lies within this many of the track's face widths of
@@ -36,6 +37,9 @@ MAX_MISSED = 3
 WINDOW = 8
 # How much of a new step's displacement the speed estimate takes in (the rest: the speed so far).
 SPEED_GAIN = 0.7
+# How far past a model's unsure threshold (in gender confidence) the averaged P(female) must move before
+# the gender text shown changes: a still face near the threshold keeps its text (demo.heads.gender_call).
+HOLD_MARGIN = 0.05
 
 Box = tuple[float, float, float, float]
 
@@ -96,6 +100,7 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre's pixels a frame
     answers: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # per frame: model key -> ModelAnswer
     missed: int = 0
+    genders: dict = field(default_factory=dict)  # model key -> the gender call shown last (held near the threshold)
 
     def distance(self, box: Box) -> float:
         """How far a detection lies from this face, in its face widths: from where it should be now, or
@@ -157,19 +162,26 @@ class FaceTracker:
 
     @staticmethod
     def _averaged(track: Track) -> dict[str, ModelAnswer]:
-        keys = track.answers[-1].keys()
-        return {key: average([frame[key] for frame in track.answers if key in frame]) for key in keys}
+        averaged = {key: average([frame[key] for frame in track.answers if key in frame], track.genders.get(key))
+                    for key in track.answers[-1]}
+        track.genders.update({key: answer.gender for key, answer in averaged.items()})
+        return averaged
 
 
-def average(answers: list[ModelAnswer]) -> ModelAnswer:
+def average(answers: list[ModelAnswer], held_gender: str | None = None) -> ModelAnswer:
     """One model's answers for one face over several frames: the mean age, the range of the mean
-    distribution (read as the model reads its own), and the mean P(female)."""
-    p_female = None if answers[-1].p_female is None else float(np.mean([a.p_female for a in answers]))
-    if answers[-1].age_probs is None:
-        return ModelAnswer(answers[-1].age, answers[-1].age_low, answers[-1].age_high, p_female)
+    distribution (read as the model reads its own), and the mean P(female), its call held still near
+    the model's unsure threshold when the call shown so far is `held_gender` (HOLD_MARGIN)."""
+    last = answers[-1]
+    p_female = None if last.p_female is None else float(np.mean([a.p_female for a in answers]))
+    held = None if p_female is None else gender_call(p_female, last.unsure_below, held_gender, HOLD_MARGIN)
+    if last.age_probs is None:
+        return ModelAnswer(last.age, last.age_low, last.age_high, p_female, unsure_below=last.unsure_below,
+                           held_gender=held)
     probs = np.mean([a.age_probs for a in answers], axis=0)
-    rule = answers[-1].range_rule
     # The mean of the mixture of the frames' (untempered) distributions is the mean of their means.
     age = float(np.mean([a.age for a in answers]))
-    low, high = (int(i) + AGE_MIN for i in rule.read(torch.from_numpy(probs), torch.tensor(age)))
-    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_rule=rule)
+    low, high = (int(v) for v in last.range_rule.read(torch.from_numpy(probs), torch.tensor(age, dtype=torch.float64),
+                                                       AGE_MIN))
+    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_rule=last.range_rule,
+                       unsure_below=last.unsure_below, held_gender=held)

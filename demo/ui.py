@@ -20,6 +20,7 @@ from demo.draw import annotate
 from demo.export import faces_data, rows_for, write_results, write_rows
 from demo.faces import MIN_SCORE
 from demo.files import atomic_write
+from demo.heads import GENDER_LABELS
 from demo.images import ImageError, load_image, to_rgb
 from demo.live import STREAM_EVERY, STREAM_LIMIT_S, STREAM_SLOTS, LiveSession, StreamTurns
 from demo.predictor import ImageResult, Predictor
@@ -116,7 +117,7 @@ def result_table(result: ImageResult, names: dict[str, str]) -> list[list[str]]:
 def gender_disagreement(answers: dict, gender_accuracy: dict[str, float | None]) -> str:
     """'' when the models agree on gender; else a sentence saying which model to trust more, and why:
     the share of test faces whose gender each model got right (from its model card)."""
-    genders = {key: a.gender for key, a in answers.items() if a.gender is not None}
+    genders = {key: a.gender for key, a in answers.items() if a.gender in GENDER_LABELS}  # "unsure" disagrees with none
     if len(set(genders.values())) < 2:
         return ""
     measured = {key: gender_accuracy.get(key) for key in genders if gender_accuracy.get(key) is not None}
@@ -151,7 +152,7 @@ def saliency_items(result: ImageResult, explainers: dict[str, Explainer]) -> lis
             image = Image.new("RGB", (2 * face.crop.width + 4, face.crop.height), (255, 255, 255))
             image.paste(pair[0], (0, 0))
             image.paste(pair[1], (face.crop.width + 4, 0))
-            items.append((image, f"#{face.number} · {key.upper()}: age | gender"))
+            items.append((image, f"#{face.number} · {key.upper()}: {maps[key][i].caption()}"))
     return items
 
 

@@ -124,3 +124,28 @@ def test_flip_of_older_configs_is_read_and_bad_modes_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**data, "flip": "sideways"}))
     with pytest.raises(ModelLoadError, match="flip must be one of off, gender, on"):
         read_config(tmp_path)
+
+
+def test_configs_written_before_the_spread_rule_read_their_percentiles_as_before(tmp_path):
+    from demo.heads import RangeRule, SpreadRule, decode_age
+
+    _tiny(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["range_kind"] == "spread" and read_config(tmp_path).range_rule == SpreadRule()
+    old = {k: v for k, v in data.items() if not k.startswith("range_") or k in ("range_coverage",)}
+    old.update(range_starts=[1.0, 40.0], range_lower=[0.1, 0.2], range_upper=[0.9, 0.95], age_temperature=1.3)
+    old.pop("gender_unsure_below")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = read_config(tmp_path)
+    rule = RangeRule(starts=(1.0, 40.0), lower=(0.1, 0.2), upper=(0.9, 0.95), temperature=1.3)
+    assert config.range_kind == "percentiles" and config.range_rule == rule and config.gender_unsure_below == 0.5
+    logits = torch.randn(4, 116)
+    est = decode_age(logits, 1, config.range_rule)
+    probs = torch.softmax(logits / 1.3, dim=-1).cumsum(-1)  # the percentiles of the tempered distribution, by hand
+    for i, mean in enumerate(est.mean.tolist()):
+        lo, hi = (0.1, 0.9) if mean < 40 else (0.2, 0.95)
+        assert est.low[i] == int((probs[i] >= lo - 1e-6).float().argmax()) + 1
+        assert est.high[i] == int((probs[i] >= hi - 1e-6).float().argmax()) + 1
+    (tmp_path / "config.json").write_text(json.dumps({**data, "range_kind": "quantiles"}))
+    with pytest.raises(ModelLoadError, match="range_kind must be one of spread, percentiles"):
+        read_config(tmp_path)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from demo.heads import RangeRule, decode_age, gender_probability
+from demo.heads import RangeRule, SpreadRule, decode_age, gender_call, gender_probability
 from training.fit.losses import LossWeights, age_loss, gender_loss, multitask_loss, soft_age_targets
 
 
@@ -53,10 +53,51 @@ def test_a_range_rule_reads_each_region_of_the_estimate_at_its_own_percentiles()
     # estimates from 12 on take the 5th to 95th percentile (10 to 14), below 12 the 30th to 70th (12 to 12).
     probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1]] * 2)
     rule = RangeRule(starts=(1.0, 12.0), lower=(0.3, 0.05), upper=(0.7, 0.95))
-    low, high = rule.read(probs, torch.tensor([11.9, 12.0]))
-    assert low.tolist() == [2, 0] and high.tolist() == [2, 4]
+    low, high = rule.read(probs, torch.tensor([11.9, 12.0]), age_min=10)
+    assert low.tolist() == [12, 10] and high.tolist() == [12, 14]
     with pytest.raises(ValueError, match="lower <= upper"):
         RangeRule(lower=(0.9,), upper=(0.1,))
+
+
+def test_a_spread_rule_by_hand():
+    # P over ages 10..14 = .1 .1 .6 .1 .1: mean 12, variance .1*4 + .1*1 + .1*1 + .1*4 = 1, spread 1.
+    probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1]])
+    low, high = SpreadRule(below=(1.2,), above=(2.0,)).read(probs, torch.tensor([12.0]), age_min=10)
+    assert (low.item(), high.item()) == (11, 14)  # round(12 - 1.2) = 11, round(12 + 2) = 14
+    # Multiples interpolated between knots: at 12, halfway between 10 and 14, below is 2 and above 1.
+    rule = SpreadRule(knots=(10.0, 14.0), below=(1.0, 3.0), above=(2.0, 0.0))
+    assert [m.item() for m in rule.multiples(torch.tensor([12.0]))] == [2.0, 1.0]
+    assert [m.item() for m in rule.multiples(torch.tensor([30.0]))] == [3.0, 0.0]  # constant past the last knot
+    low, high = rule.read(probs, torch.tensor([12.0]), age_min=10)
+    assert (low.item(), high.item()) == (10, 13)
+    with pytest.raises(ValueError, match="knots must increase"):
+        SpreadRule(knots=(10.0, 10.0), below=(1.0, 1.0), above=(1.0, 1.0))
+
+
+def test_a_spread_rule_always_holds_the_age_shown():
+    # Off-centre, skewed and near-certain distributions, with multiples of 0: the range is still the shown age.
+    ages = torch.arange(1, 117, dtype=torch.float32)
+    logits = torch.cat([-(((ages[None, :] - torch.tensor([[c]])) / w) ** 2) for c, w in
+                        ((1.0, 0.3), (2.6, 1.5), (3.4, 0.8), (70.0, 20.0), (116.0, 2.0))])
+    for rule in (SpreadRule(below=(0.0,), above=(0.0,)), SpreadRule(knots=(1.0, 60.0), below=(0.0, 3.0),
+                                                                       above=(2.0, 0.0))):
+        est = decode_age(logits, 1, rule)
+        shown = est.mean.round()
+        assert bool(((est.low <= shown) & (shown <= est.high)).all())
+        assert bool((est.low >= 1).all() and (est.high <= 116).all())
+
+
+def test_gender_call_says_unsure_below_the_threshold_and_holds_near_it():
+    assert gender_call(0.54, 0.6) == "unsure" and gender_call(0.7, 0.6) == "female" and gender_call(0.3, 0.6) == "male"
+    assert gender_call(0.49, 0.5) == "male"  # a threshold of 0.5: never unsure
+    # Held: a side is kept until its confidence is below threshold - margin, and taken from threshold + margin.
+    assert gender_call(0.57, 0.6, held="female", margin=0.05) == "female"
+    assert gender_call(0.54, 0.6, held="female", margin=0.05) == "unsure"
+    assert gender_call(0.62, 0.6, held="unsure", margin=0.05) == "unsure"
+    assert gender_call(0.66, 0.6, held="unsure", margin=0.05) == "female"
+    assert gender_call(0.48, 0.5, held="female", margin=0.03) == "female"  # no unsure zone: held across 0.5
+    assert gender_call(0.46, 0.5, held="female", margin=0.03) == "male"
+    assert gender_call(0.2, 0.6, held="female", margin=0.05) == "male"  # a clear change at once
 
 
 def test_temperature_widens_the_range():

@@ -15,7 +15,7 @@ def test_one_face_gets_both_models_answers(predictor):
     assert face.number == 1 and face.crop.size == (128, 128)
     for key in ("a", "b"):
         answer = face.answers[key]
-        assert 1 <= answer.age_low <= answer.age <= answer.age_high + 1 <= 117
+        assert 1 <= answer.age_low <= round(answer.age) <= answer.age_high <= 116
         assert 0.0 <= answer.p_female <= 1.0
     assert set(result.timings_ms) == {"detect", "crop", "model_a", "model_b"}
 
@@ -148,3 +148,33 @@ def test_a_model_trained_for_one_task_answers_only_that_one():
     gender_only = ModelAnswer(age=None, age_low=None, age_high=None, p_female=0.8)
     assert gender_only.age_text() == NO_ANSWER and gender_only.short(with_range=True) == "F"
     assert ModelAnswer(31.4, 27, 36, 0.2).short(with_range=True) == "31 (27-36) M"
+
+
+def test_every_age_shown_lies_inside_its_range(predictor):
+    """On every face of the example photos and the test fixtures, both models: low <= the age shown <= high."""
+    photos = sorted(Path(GROUP).parent.glob("*.jpg")) + sorted(FIXTURES.glob("*.jpg"))
+    checked = 0
+    for photo in photos:
+        for face in predictor.predict(Image.open(photo).convert("RGB")).faces:
+            for key, answer in face.answers.items():
+                assert answer.age_low <= round(answer.age) <= answer.age_high, (photo.name, face.number, key)
+                assert answer.age_text().startswith(f"{round(answer.age)} (")
+                checked += 1
+    assert checked >= 2 * GROUP_FACES + 4
+
+
+def test_an_unsure_gender_says_so_with_its_percentage_and_keeps_p_female_in_the_exports():
+    from demo.export import faces_data, rows_for
+    from demo.faces import Face
+    from demo.predictor import FaceResult, ImageResult, ModelAnswer
+
+    unsure = ModelAnswer(31.4, 27, 36, 0.54, unsure_below=0.6)
+    assert unsure.gender == "unsure" and unsure.gender_text() == "unsure (54 % female)"
+    assert unsure.short() == "31 ?"
+    sure = ModelAnswer(31.4, 27, 36, 0.2, unsure_below=0.6)
+    assert sure.gender == "male" and sure.gender_text() == "male (80 %)"
+    result = ImageResult((100, 100), [FaceResult(1, Face((0, 0, 50, 50), 0.99, None), object(),
+                                                 {"a": unsure, "b": sure})], {})
+    rows = rows_for("photo.jpg", result)
+    assert [(r["gender"], r["p_female"]) for r in rows] == [("unsure", 0.54), ("male", 0.2)]
+    assert faces_data(result)[0]["models"]["a"]["gender"] == "unsure"

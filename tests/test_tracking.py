@@ -1,5 +1,7 @@
 """The face tracker: the assignment worked out by hand, numbers that follow moving faces, answers averaged."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -105,8 +107,8 @@ def test_answers_are_averaged_as_distributions():
     box = (10, 10, 110, 110)
     tracker.update(_frame((box, 30, 0.8)))
     answer = tracker.update(_frame((box, 40, 0.4))).faces[0].answers["a"]
-    # Half the probability at 30, half at 40: mean 35; the 10th percentile is 30, the 90th 40.
-    assert (answer.age, answer.age_low, answer.age_high) == (35.0, 30, 40)
+    # Half the probability at 30, half at 40: mean 35, spread 5; the default rule's range is 35 -/+ 1.2816 x 5.
+    assert (answer.age, answer.age_low, answer.age_high) == (35.0, 29, 41)
     assert answer.p_female == pytest.approx(0.6)
     third = tracker.update(_frame((box, 40, 0.4))).faces[0].answers["a"]
     assert third.age == 40.0  # the window holds the last two frames only
@@ -130,3 +132,22 @@ def test_average_reads_the_range_at_the_models_level_and_keeps_its_estimates():
     # A rule by region is read at the averaged estimate's region: 33 is in the second (from 32).
     by_region = RangeRule(starts=(1.0, 32.0), lower=(0.1, 0.25), upper=(0.9, 0.75))
     assert (average([ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_rule=by_region)] * 2).age_low) == 32
+
+
+def test_a_still_face_near_the_unsure_threshold_keeps_its_gender_text():
+    # P(female) of a still face wavers around a model's threshold of 0.6 (frames 0.52-0.68, averaged over 4).
+    rng = np.random.default_rng(0)
+    box = (10, 10, 110, 110)
+    shown, raw = [], []
+    tracker = FaceTracker(window=4)
+    for _ in range(60):
+        result = _frame((box, 30, float(0.6 + rng.uniform(-0.08, 0.08))))
+        for face in result.faces:
+            face.answers = {"a": replace(face.answers["a"], unsure_below=0.6)}
+        answer = tracker.update(result).faces[0].answers["a"]
+        shown.append(answer.gender)
+        raw.append(replace(answer, held_gender=None).gender)  # the same average, called without holding
+    changes = lambda calls: sum(a != b for a, b in zip(calls, calls[1:]))  # noqa: E731
+    assert changes(raw) >= 8  # without hysteresis the text flickers
+    assert changes(shown) <= 2
+    assert set(shown) <= {"unsure", "female"}

@@ -116,7 +116,8 @@ def scores(folder: Path, linked: np.ndarray, scored: np.ndarray, models: list[Pa
         out = collect_outputs(loaded.model, DataLoader(faces, batch_size=256), "cpu", flip=c.flip)
         out.age_logits = c.served_age_logits(out.age_logits)
         result[f"{c.name} ({path})"] = {  # the path too: two runs of one model share its name
-            subset: split_metrics(out.subset(mask), c.age_min, c.range_rule, c.gender_temperature)
+            subset: split_metrics(out.subset(mask), c.age_min, c.range_rule, c.gender_temperature,
+                                  c.gender_unsure_below)
             for subset, mask in (("all", np.ones(len(chosen), bool)), ("not_linked", ~linked[chosen]))}
     return result
 

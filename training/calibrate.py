@@ -1,10 +1,10 @@
 """Fit a trained model's calibration on the validation faces again, as training ends by doing.
 
-    python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05] [--range-sweeps 8]
-        [--flip on|gender|off]
+    python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
+        [--range-rule spread|percentiles] [--flip on|gender|off]
 
-Refits the age head's logit adjustment, its range (percentiles per region of the estimate) and the gender
-temperature of the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
+Refits the age head's logit adjustment, its range, the gender temperature and the unsure threshold of
+the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
 and rewrites its config.json and val_metrics.json; the weights are not touched. For a run trained
 before the calibration changed, or to try another tolerance, or flip averaging, without training again.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 from demo.checkpoint import FLIP_MODES
 from training.data.dataset import FaceDataset
 from training.data.pack import FacePack
-from training.fit.config import TrainConfig, load_json
+from training.evaluation.ranges import bands_outside
+from training.fit.config import RANGE_RULES, TrainConfig, load_json
 from training.fit.trainer import CONFIG_NAME, calibrate, make_loader
 
 
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", type=Path, help="a run folder written by training.train")
     parser.add_argument("--data", type=Path, help="the pack to take validation faces from (default: the run's)")
     parser.add_argument("--age-adjust-tolerance", type=float, help="default: the run's setting")
-    parser.add_argument("--range-sweeps", type=int, help="default: the run's setting (0: split-conformal levels alone)")
+    parser.add_argument("--range-rule", choices=RANGE_RULES, help="spread (the default since round six: estimate "
+                        "plus and minus multiples of the distribution's spread) or percentiles (before)")
+    parser.add_argument("--range-sweeps", type=int, help="percentiles only; default: the run's setting (0: "
+                        "split-conformal levels alone)")
     parser.add_argument("--flip", choices=FLIP_MODES, help="average the answers (on), or the gender answer alone "
                         "(gender), over the face and its mirror image, in calibration and serving (default: the "
                         "run's setting)")
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
             saved["data"] = str(args.data)
         if args.age_adjust_tolerance is not None:
             saved["age_adjust_tolerance"] = args.age_adjust_tolerance
+        if args.range_rule is not None:
+            saved["range_rule"] = args.range_rule
         if args.range_sweeps is not None:
             saved["range_sweeps"] = args.range_sweeps
         if args.flip is not None:
@@ -55,11 +61,10 @@ def main(argv: list[str] | None = None) -> None:
                       in_memory=cfg.crops_in_memory)
     metrics = calibrate(args.run, make_loader(cfg, val), cfg, pack)
     (args.run / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")  # the settings it was fitted with
-    ranges = ", ".join(f"{start:g}+: {lo:.3f}-{hi:.3f}" for start, lo, hi in
-                       zip(metrics["range_starts"], metrics["range_lower"], metrics["range_upper"]))
-    print(f"calibrated {args.run}: logit adjustment {metrics['age_adjustment']:g}; range percentiles by estimate "
-          f"{ranges}; gender temperature {metrics['gender_temperature']:.3f}")
-
+    outside = bands_outside(metrics["range_cross_fitted"])
+    print(f"calibrated {args.run}: logit adjustment {metrics['age_adjustment']:g}; range {metrics['range_kind']} "
+          f"{metrics['range_rule']}; gender temperature {metrics['gender_temperature']:.3f}, unsure below "
+          f"{metrics['gender_unsure_below']:.2f}; cross-fitted, bands outside 70-90 %: {', '.join(outside) or 'none'}")
 
 if __name__ == "__main__":
     main()

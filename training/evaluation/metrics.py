@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from demo.checkpoint import forward_with_flip
-from demo.heads import DEFAULT_RANGE, AgeEstimate, RangeRule, age_bins, decode_age, gender_probability
+from demo.heads import DEFAULT_RANGE, AgeEstimate, AgeRangeRule, RangeRule, age_bins, decode_age, gender_probability
 from training.data import spec
 from training.data.ages import year_weights
 from training.data.spec import YEAR, DatasetSpec
@@ -123,8 +123,8 @@ def _coverage(est: AgeEstimate, out: Outputs, age_min: int) -> torch.Tensor:
     return range_coverage(est.low, est.high, out.age_low, out.age_high, age_min, out.age_logits.shape[-1])
 
 
-def year_metrics(out: Outputs, age_min: int, rule: RangeRule = DEFAULT_RANGE,
-                 gender_temperature: float = 1.0) -> dict[str, float]:
+def year_metrics(out: Outputs, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
+                 gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
     """Age in years (MAE, CS@5, range coverage and width) and gender metrics over the faces in `out`."""
     est = decode_age(out.age_logits, age_min, rule)
     err = (est.mean - out.age.float()).abs()
@@ -134,14 +134,13 @@ def year_metrics(out: Outputs, age_min: int, rule: RangeRule = DEFAULT_RANGE,
         "age_mae": float(err.mean()),
         "age_mae_60_plus": float(err[old].mean()) if old.any() else math.nan,
         "age_cs5": float((err <= 5).float().mean()),
-        "age_range_coverage": float(_coverage(est, out, age_min).mean()),
-        "age_range_width": float((est.high - est.low).mean()),
-        **gender_metrics(out, gender_temperature),
+        **range_metrics(est, out, age_min),
+        **gender_metrics(out, gender_temperature, unsure_below),
     }
 
 
-def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: RangeRule = DEFAULT_RANGE,
-                  gender_temperature: float = 1.0) -> dict[str, float]:
+def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
+                  gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
     """Age-group labels: the data set's group the estimate falls in, exact and within one, and gender."""
     est = decode_age(out.age_logits, age_min, rule)
     predicted = torch.tensor([dataset.group_of(a) for a in est.mean.tolist()])
@@ -151,21 +150,62 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: RangeR
         "n": int(len(off)),
         "age_group_exact": float((off == 0).float().mean()),
         "age_group_within_one": float((off <= 1).float().mean()),
-        "age_range_coverage": float(_coverage(est, out, age_min).mean()),
-        "age_range_width": float((est.high - est.low).mean()),
-        **gender_metrics(out, gender_temperature),
+        **range_metrics(est, out, age_min),
+        **gender_metrics(out, gender_temperature, unsure_below),
     }
 
 
-def gender_metrics(out: Outputs, gender_temperature: float = 1.0) -> dict[str, float]:
+# A range this many years wide or wider says little: its share is reported (aimed under 1 %).
+WIDE_RANGE = 40
+
+
+def range_metrics(est: AgeEstimate, out: Outputs, age_min: int) -> dict[str, float]:
+    """How often the ranges hold the true age, how wide they are, and whether each holds its own estimate."""
+    width = est.high - est.low
+    shown = torch.round(est.mean)
+    return {
+        "age_range_coverage": float(_coverage(est, out, age_min).mean()),
+        "age_range_width": float(width.mean()),
+        "age_range_wide_share": float((width >= WIDE_RANGE).float().mean()),
+        "age_range_max_width": float(width.max()) if len(width) else math.nan,
+        "age_outside_range": int(((shown < est.low) | (shown > est.high)).sum()),
+    }
+
+
+def gender_metrics(out: Outputs, gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
+    """Accuracy on every face; and the share of faces called "unsure" (confidence below `unsure_below`)
+    with the accuracy on the rest."""
     p = gender_probability(out.gender_logit, gender_temperature).numpy()
     y = out.gender.numpy()
     eps = 1e-7
+    right = (p >= 0.5) == (y == 1)
+    sure = np.maximum(p, 1 - p) >= unsure_below
     return {
-        "gender_accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+        "gender_accuracy": float(right.mean()),
+        "gender_unsure_share": float(1 - sure.mean()),
+        "gender_accuracy_sure": float(right[sure].mean()) if sure.any() else math.nan,
         "gender_ece": expected_calibration_error(p, y),
         "gender_nll": float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))),
     }
+
+
+# The unsure threshold is the highest gender confidence below which the validation faces' calls are
+# right at most this often: calls hardly better than a coin's (50 %).
+UNSURE_ACCURACY = 0.6
+UNSURE_GRID = tuple(float(v) for v in np.round(np.arange(0.5, 0.9001, 0.01), 2))
+
+
+def fit_unsure_below(out: Outputs, gender_temperature: float = 1.0) -> float:
+    """The gender confidence under which a model says "unsure" (UNSURE_ACCURACY), on the faces of `out`."""
+    p = gender_probability(out.gender_logit, gender_temperature).numpy()
+    right = (p >= 0.5) == (out.gender.numpy() == 1)
+    confidence = np.maximum(p, 1 - p)
+    chosen = 0.5
+    for t in UNSURE_GRID:
+        below = confidence < t
+        if below.any() and right[below].mean() <= UNSURE_ACCURACY:
+            chosen = t
+    return chosen
 
 
 def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, tolerance: float) -> float:
@@ -325,20 +365,21 @@ def fit_gender_temperature(out: Outputs) -> float:
     return float(min(grid, key=nll))
 
 
-def dataset_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: RangeRule = DEFAULT_RANGE,
-                    gender_temperature: float = 1.0) -> dict[str, float]:
+def dataset_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
+                    gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
     """The metrics of faces of one data set, as its kind of age label allows."""
     if dataset.age_kind == YEAR:
-        return year_metrics(out, age_min, rule, gender_temperature)
-    return group_metrics(out, dataset, age_min, rule, gender_temperature)
+        return year_metrics(out, age_min, rule, gender_temperature, unsure_below)
+    return group_metrics(out, dataset, age_min, rule, gender_temperature, unsure_below)
 
 
-def split_metrics(out: Outputs, age_min: int, rule: RangeRule = DEFAULT_RANGE,
-                  gender_temperature: float = 1.0) -> dict[str, dict[str, float]]:
+def split_metrics(out: Outputs, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
+                  gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, dict[str, float]]:
     """Per data set present in `out`, by name: its `dataset_metrics`."""
     metrics = {}
     for d, name in enumerate(spec.names()):
         mask = out.dataset == d
         if mask.any():
-            metrics[name] = dataset_metrics(out.subset(mask), spec.at(d), age_min, rule, gender_temperature)
+            metrics[name] = dataset_metrics(out.subset(mask), spec.at(d), age_min, rule, gender_temperature,
+                                            unsure_below)
     return metrics

@@ -42,7 +42,8 @@ def dataset_report(out: Outputs, dataset: DatasetSpec, loaded: LoadedModel) -> d
     c = loaded.config
 
     def metrics(mask: np.ndarray) -> dict:
-        return dataset_metrics(out.subset(mask), dataset, c.age_min, c.range_rule, c.gender_temperature)
+        return dataset_metrics(out.subset(mask), dataset, c.age_min, c.range_rule, c.gender_temperature,
+                               c.gender_unsure_below)
 
     age_low, race = out.age_low.numpy(), out.race.numpy()
     report = {"overall": metrics(np.ones(len(age_low), bool))}
@@ -225,14 +226,17 @@ def _matrix(ax, matrix: np.ndarray, labels) -> None:
 def headline(dataset: DatasetSpec, overall: dict) -> list[tuple[str, str]]:
     """(column, cell) pairs of a data set's headline numbers, as the summary table and the card show them."""
     o = overall
+    ranges = [("80 % range coverage", pct(o["age_range_coverage"])),
+              ("range width", f"{o['age_range_width']:.1f}"),
+              ("ranges 40+ years wide", pct(o.get("age_range_wide_share", math.nan)))]
+    gender = [("gender acc.", pct(o["gender_accuracy"], 2)), ("gender unsure", pct(o.get("gender_unsure_share", 0.0))),
+              ("gender acc. when sure", pct(o.get("gender_accuracy_sure", o["gender_accuracy"]), 2)),
+              ("gender ECE", f"{o['gender_ece']:.3f}")]
     if dataset.age_kind == YEAR:
         return [(f"{dataset.title} age MAE", f"{o['age_mae']:.2f}"), ("CS@5", pct(o["age_cs5"])),
-                ("MAE 60+", f"{o.get('age_mae_60_plus', math.nan):.2f}"),
-                ("80 % range coverage", pct(o["age_range_coverage"])), ("gender acc.", pct(o["gender_accuracy"], 2)),
-                ("gender ECE", f"{o['gender_ece']:.3f}")]
+                ("MAE 60+", f"{o.get('age_mae_60_plus', math.nan):.2f}"), *ranges, *gender]
     return [(f"{dataset.title} age group exact", pct(o["age_group_exact"])),
-            ("within one", pct(o["age_group_within_one"])), ("80 % range coverage", pct(o["age_range_coverage"])),
-            ("gender acc.", pct(o["gender_accuracy"], 2)), ("gender ECE", f"{o['gender_ece']:.3f}")]
+            ("within one", pct(o["age_group_within_one"])), *ranges, *gender]
 
 
 def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
@@ -240,10 +244,12 @@ def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
     if dataset.age_kind == YEAR:
         return (("age MAE", lambda g: f"{g['age_mae']:.2f}"),
                 ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
+                ("range width", lambda g: f"{g['age_range_width']:.1f}"),
                 ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
     return (("age group exact", lambda g: pct(g["age_group_exact"])),
             ("within one", lambda g: pct(g["age_group_within_one"])),
             ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
+            ("range width", lambda g: f"{g['age_range_width']:.1f}"),
             ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
 
 

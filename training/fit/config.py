@@ -60,6 +60,10 @@ def setting(default, help: str, *, flag: str | None = None, **kwargs):
     return field(default=default, metadata=metadata, **kwargs)
 
 
+# How the 80 % range is fitted after training (TrainConfig.range_rule; demo.heads).
+RANGE_RULES = ("spread", "percentiles")
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; saved as RUN_DIR/train_config.json."""
@@ -82,7 +86,11 @@ class TrainConfig:
     age_adjust_tolerance: float = setting(0.05, "after training: adjust the age head towards ages rare in training "
                                           "(post-hoc logit adjustment) as far as costs at most this many years of "
                                           "validation MAE; 0: no adjustment")
-    range_sweeps: int = setting(8, "after training: sweeps of the range fit that bring every age band's coverage "
+    range_rule: str = setting("spread", "after training: how the 80 %% range is read and fitted: spread (the "
+                              "estimate plus and minus multiples of the distribution's spread, normalised "
+                              "conformal quantiles by estimate) or percentiles (before round six: percentiles "
+                              "per region of the estimate, fitted to the age bands)")
+    range_sweeps: int = setting(8, "percentiles only: sweeps of the range fit that bring every age band's coverage "
                                    "within 70-90 %%; 0 keeps the split-conformal levels per region alone")
     flip: str = setting("off", "test-time flip in calibration and serving: average the answers (on), or the gender "
                         "answer alone (gender), over the face and its mirror image, or not (off)")
@@ -130,6 +138,8 @@ class TrainConfig:
         self.recipe = self.recipe or preset.recipe
         self.input_size = self.input_size or preset.input_size
         self.flip = flip_mode(self.flip, "--flip")
+        if self.range_rule not in RANGE_RULES:
+            raise ValueError(f"--range-rule must be {' or '.join(RANGE_RULES)}, not {self.range_rule!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be at least 0 and below 1 (e.g. 0.999; 0: none), not {self.ema}")
         unknown = set(self.mix) - set(spec.names())

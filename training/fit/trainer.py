@@ -36,8 +36,10 @@ from training.evaluation.metrics import (
     fit_age_adjustment,
     fit_age_range,
     fit_gender_temperature,
+    fit_unsure_below,
     split_metrics,
 )
+from training.evaluation.ranges import cross_fitted, fit_spread_rule, range_table
 from training.fit import distributed
 from training.fit.config import TrainConfig
 from training.fit.losses import age_density, inverse_sqrt_weights, multitask_loss
@@ -396,8 +398,10 @@ def make_ema(cfg: TrainConfig, model: torch.nn.Module) -> AveragedModel | None:
 
 
 def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: FacePack) -> dict:
-    """Fit the age head's logit adjustment, its range and the gender temperature on validation, for
-    the best checkpoint; write them into its config, and its validation metrics."""
+    """Fit the age head's logit adjustment, its range, the gender temperature and the unsure threshold on
+    validation, for the best checkpoint; write them into its config, and its validation metrics. The
+    range's coverage is also measured cross-fitted (each face's range fitted on the other faces):
+    "range_cross_fitted" in the metrics, what the range holds on faces it was not fitted on."""
     loaded = load_model(run_dir, cfg.device)
     mcfg = loaded.config
     mcfg.flip = cfg.flip  # the run's setting: a run recalibrated with --flip is served with it
@@ -407,12 +411,21 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
     tau = fit_age_adjustment(out, mcfg.age_min, log_density, cfg.age_adjust_tolerance)
     mcfg.age_logit_offsets = tuple((-tau * log_density).tolist()) if tau else ()
     out = dataclasses.replace(out, age_logits=mcfg.served_age_logits(out.age_logits))
-    mcfg.set_range_rule(fit_age_range(out, mcfg.age_min, mcfg.range_coverage, sweeps=cfg.range_sweeps))
+
+    def fit_range(faces: Outputs):
+        if cfg.range_rule == "percentiles":
+            return fit_age_range(faces, mcfg.age_min, mcfg.range_coverage, sweeps=cfg.range_sweeps)
+        return fit_spread_rule(faces, mcfg.age_min, mcfg.range_coverage)
+
+    mcfg.set_range_rule(fit_range(out))
     mcfg.gender_temperature = fit_gender_temperature(out)
+    mcfg.gender_unsure_below = fit_unsure_below(out, mcfg.gender_temperature)
     save_model(loaded.model, mcfg, run_dir)
-    metrics: dict = split_metrics(out, mcfg.age_min, mcfg.range_rule, mcfg.gender_temperature)
-    metrics.update(age_adjustment=tau, range_starts=mcfg.range_starts, range_lower=mcfg.range_lower,
-                   range_upper=mcfg.range_upper, gender_temperature=mcfg.gender_temperature)
+    metrics: dict = split_metrics(out, mcfg.age_min, mcfg.range_rule, mcfg.gender_temperature,
+                                  mcfg.gender_unsure_below)
+    metrics.update(age_adjustment=tau, range_kind=mcfg.range_kind, range_rule=dataclasses.asdict(mcfg.range_rule),
+                   gender_temperature=mcfg.gender_temperature, gender_unsure_below=mcfg.gender_unsure_below,
+                   range_cross_fitted=range_table(out, *cross_fitted(out, mcfg.age_min, fit_range), mcfg.age_min))
     (run_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("validation after calibration: %s", json.dumps(metrics))
     return metrics

@@ -1,0 +1,178 @@
+"""The age range's fit (a `demo.heads.SpreadRule`) and its honest measurement on validation.
+
+The range is the estimate m minus b and plus a times the spread s of the face's own distribution
+(its standard deviation), b and a read at m between a few knots. The multiples are normalised
+split-conformal quantiles (Papadopoulos et al. 2002; Lei et al. 2018): a year y is inside the range
+when b > (m - y - 1/2) / s and a >= (y - 1/2 - m) / s (the bounds are rounded to years), so b is
+the (1 + coverage) / 2 quantile of the first score and a that of the second, over the true ages of
+the validation faces; misses below and above are each (1 - coverage) / 2.
+
+Localised by estimate: knot k's quantiles weigh each face by the linear-interpolation ("hat")
+weight its estimate gives knot k, the same weights that read the multiples back, so each knot is
+fitted on the faces whose ranges it shapes, and the width changes smoothly with the estimate. A
+face labelled with an age group counts by the weight of each of its years (`year_weights`).
+Weighed by band (the default): each data set alike, and within one each true age band or group
+alike, so that the rare bands (the old, babies, FairFace's 70+) pull the quantiles of the
+estimates they get as hard as the common ones. The fit has no target per band: the bands are the
+check, measured on faces the rule was not fitted on (`cross_fitted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from demo.heads import AgeRangeRule, SpreadRule, age_bins, age_spread, decode_age
+from training.data import spec
+from training.data.ages import year_weights
+from training.evaluation.metrics import AGE_BREAKDOWNS, WIDE_RANGE, Outputs, range_coverage
+
+# Estimates at which the multiples are fitted (years): close together where a year means most.
+SPREAD_KNOTS = (1.0, 3.0, 8.0, 15.0, 25.0, 40.0, 60.0, 80.0)
+# A knot whose faces (summed hat weights) are fewer than this is dropped: its neighbours' multiples
+# reach over it (beyond the last knot kept, the last multiples hold).
+MIN_KNOT_FACES = 30.0
+# How faces are weighed in the fit: "bands" (each data set alike, and each true age band or group
+# within it) or "faces" (each data set alike, each of its faces alike).
+BALANCES = ("bands", "faces")
+
+
+def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tuple[float, ...] = SPREAD_KNOTS,
+                    balance: str = "bands") -> SpreadRule:
+    """The SpreadRule whose ranges hold `coverage` of the true ages of the faces in `out`, localised by
+    estimate between `knots` (module docstring). `out.age_logits` as served (logit offsets added)."""
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
+    probs = torch.softmax(out.age_logits.float(), dim=-1)
+    years = age_bins(age_min, age_min + probs.shape[-1] - 1)
+    mean = probs @ years
+    spread = age_spread(probs, mean, age_min).clamp_min(1e-3)
+    weights = year_weights(out.age_low, out.age_high, age_min, probs.shape[-1])  # faces x years
+    face_weight = torch.from_numpy(_face_weights(out, balance))
+    need_below = (mean[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
+    need_above = (years[None, :] - 0.5 - mean[:, None]) / spread[:, None]  # covered above when a reaches it
+    hats = _hat_weights(mean, knots)  # faces x knots
+    q = (1 + coverage) / 2
+    kept, below, above = [], [], []
+    for k, knot in enumerate(knots):
+        if float(hats[:, k].sum()) < MIN_KNOT_FACES:
+            continue
+        w = weights * (face_weight * hats[:, k])[:, None]
+        kept.append(float(knot))
+        # Strictly above the quantile: a face exactly on it is inside (rounding of the lower bound).
+        below.append(max(0.0, _weighted_quantile(need_below, w, q) + 1e-4))
+        above.append(max(0.0, _weighted_quantile(need_above, w, q)))
+    if not kept:
+        raise ValueError(f"too few faces to fit a range: no knot has {MIN_KNOT_FACES:g}")
+    return SpreadRule(knots=tuple(kept), below=tuple(round(b, 4) for b in below),
+                      above=tuple(round(a, 4) for a in above))
+
+
+def fit_global_spread(out: Outputs, age_min: int, coverage: float = 0.8) -> SpreadRule:
+    """One pair of multiples for every estimate (the alternative with two parameters)."""
+    return fit_spread_rule(out, age_min, coverage, knots=(float(age_min),), balance="faces")
+
+
+def _hat_weights(mean: torch.Tensor, knots: tuple[float, ...]) -> torch.Tensor:
+    """Faces x knots: the weights linear interpolation between `knots` gives each knot at each estimate."""
+    if len(knots) == 1:
+        return torch.ones(len(mean), 1)
+    xp = torch.tensor(knots)
+    x = mean.float().clamp(xp[0], xp[-1])
+    i = torch.bucketize(x, xp[1:-1], right=True)
+    t = (x - xp[i]) / (xp[i + 1] - xp[i])
+    hats = torch.zeros(len(mean), len(knots))
+    hats[torch.arange(len(mean)), i] = 1 - t
+    hats[torch.arange(len(mean)), i + 1] += t
+    return hats
+
+
+def band_rows(out: Outputs) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Per face, the index of its (data set, true age band or group) row, and the rows' names."""
+    row = np.full(len(out.dataset), -1)
+    names: list[tuple[str, str]] = []
+    ages, races = out.age_low.numpy(), out.race.numpy()
+    for d in out.dataset.unique().tolist():
+        mine = (out.dataset == d).numpy()
+        for breakdown in spec.at(d).breakdowns:
+            if breakdown.key in AGE_BREAKDOWNS:
+                for name, mask in breakdown.groups(ages, races).items():
+                    if (mask & mine).any():
+                        row[mask & mine] = len(names)
+                        names.append((spec.at(d).name, name))
+    return row, names
+
+
+def _face_weights(out: Outputs, balance: str) -> np.ndarray:
+    """Each data set's faces weigh 1 in all; with "bands", shared alike by its bands, then its faces."""
+    weight = np.zeros(len(out.dataset))
+    sets = out.dataset.numpy()
+    if balance == "faces":
+        for d in np.unique(sets):
+            weight[sets == d] = 1 / (sets == d).sum()
+        return weight.astype(np.float32)
+    row, names = band_rows(out)
+    for d in np.unique(sets):
+        rows = np.unique(row[(sets == d) & (row >= 0)])
+        for r in rows:
+            weight[row == r] = 1 / (len(rows) * (row == r).sum())
+    return weight.astype(np.float32)
+
+
+def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, q: float) -> float:
+    """The smallest value v with at least q of the weight at or below v."""
+    v, w = values.flatten(), weights.flatten()
+    keep = w > 0
+    v, w = v[keep], w[keep].double()
+    order = torch.argsort(v)
+    share = torch.cumsum(w[order], dim=0) / w.sum()
+    at = int(torch.searchsorted(share, torch.tensor(q, dtype=share.dtype)).clamp(max=len(v) - 1))
+    return float(v[order][at])
+
+
+def cross_fitted(out: Outputs, age_min: int, fit: Callable[[Outputs], AgeRangeRule], folds: int = 2,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per face, its range [low, high] from a rule `fit` on the other folds' faces only.
+
+    Faces are dealt into `folds` at random (seeded), within each data set: the coverage of these
+    ranges is a measurement, not the fit.
+    """
+    g = torch.Generator().manual_seed(seed)
+    fold = torch.empty(len(out.dataset), dtype=torch.long)
+    for d in out.dataset.unique():
+        mine = torch.nonzero(out.dataset == d).flatten()
+        fold[mine[torch.randperm(len(mine), generator=g)]] = torch.arange(len(mine)) % folds
+    low, high = torch.zeros(len(fold)), torch.zeros(len(fold))
+    for k in range(folds):
+        rule = fit(out.subset(fold != k))
+        est = decode_age(out.subset(fold == k).age_logits, age_min, rule)
+        low[fold == k], high[fold == k] = est.low, est.high
+    return low, high
+
+
+def range_table(out: Outputs, low: torch.Tensor, high: torch.Tensor, age_min: int) -> dict:
+    """Coverage and width of ranges [low, high] per data set and per its true age bands or groups:
+    {set: {"all": row, band: row, ...}}, a row being {"n", "coverage", "width", "wide_share", "max_width"}."""
+    covered = range_coverage(low, high, out.age_low, out.age_high, age_min, out.age_logits.shape[-1]).numpy()
+    width = (high - low).numpy()
+    row, names = band_rows(out)
+
+    def summary(mask: np.ndarray) -> dict:
+        return {"n": int(mask.sum()), "coverage": float(covered[mask].mean()), "width": float(width[mask].mean()),
+                "wide_share": float((width[mask] >= WIDE_RANGE).mean()), "max_width": float(width[mask].max())}
+
+    table: dict[str, dict] = {}
+    for d in out.dataset.unique().tolist():
+        mine = (out.dataset == d).numpy()
+        table[spec.at(d).name] = {"all": summary(mine)}
+    for r, (name, band) in enumerate(names):
+        table[name][band] = summary(row == r)
+    return table
+
+
+def bands_outside(table: dict, aim: tuple[float, float] = (0.7, 0.9)) -> list[str]:
+    """The rows of a `range_table` (bands and groups, not the data sets' totals) whose coverage is outside `aim`."""
+    return [f"{name} {band}" for name, rows in table.items() for band, r in rows.items()
+            if band != "all" and not aim[0] <= r["coverage"] <= aim[1]]
