@@ -8,6 +8,7 @@ The crop is then turned into a tensor by `to_model_input`, also shared.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from demo.engine import default_engine, export_mtcnn
 
 # Crop geometry shared by training and serving: 128 px, framed like a UTKFace chip
 # (see LANDMARK_TEMPLATE). A positive margin widens the framing by that fraction.
@@ -61,6 +64,7 @@ class FaceDetector:
         max_side: int = DETECT_MAX_SIDE,
         thresholds: Sequence[float] = DETECT_THRESHOLDS,
         batched_crops: bool = True,
+        engine: str | None = None,
     ) -> None:
         from facenet_pytorch import MTCNN  # heavy import; keep module import cheap
 
@@ -74,6 +78,22 @@ class FaceDetector:
             thresholds=list(thresholds),
             device=torch.device(device),
         )
+        # The three networks on ONNX Runtime (demo.engine) on the CPU, exported once, on the first photo;
+        # facenet-pytorch's own loop (batched_crops=False, the benchmark's reference) keeps its modules.
+        self.engine = "torch" if device != "cpu" or not batched_crops else (engine or default_engine())
+        self._nets: tuple | None = None
+        self._export_lock = threading.Lock()
+
+    @property
+    def nets(self) -> tuple:
+        """P-Net, R-Net and O-Net as the detector runs them."""
+        m = self._mtcnn
+        if self.engine == "torch":
+            return m.pnet, m.rnet, m.onet
+        with self._export_lock:
+            if self._nets is None:
+                self._nets = export_mtcnn(m.pnet, m.rnet, m.onet)
+        return self._nets
 
     def detect(self, image: Image.Image) -> list[Face]:
         """All faces in an RGB image, highest detection score first."""
@@ -149,7 +169,7 @@ class FaceDetector:
 
         m = self._mtcnn
         pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in batch])).to(m.device)
-        found = detect_face(pixels, m.min_face_size, m.pnet, m.rnet, m.onet, m.thresholds, m.factor)
+        found = detect_face(pixels, m.min_face_size, *self.nets, m.thresholds, m.factor)
         return [(b[:, :4], b[:, 4], pts) if len(b) else (None, None, None) for b, pts in found]
 
 

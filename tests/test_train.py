@@ -47,8 +47,12 @@ def test_two_steps_then_save_reload_identical_outputs(tiny_pack, tmp_path):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(expected, reloaded))
     # The calibration fitted on validation is in the config the app reads.
     val = json.loads((run / "val_metrics.json").read_text())
-    assert (c.range_starts, c.range_lower, c.range_upper) == tuple(
-        tuple(val[k]) for k in ("range_starts", "range_lower", "range_upper"))
+    assert c.range_kind == val["range_kind"] == "spread"
+    assert (c.range_knots, c.range_below, c.range_above) == tuple(
+        tuple(val["range_rule"][k]) for k in ("knots", "below", "above"))
+    assert c.gender_unsure_below == val["gender_unsure_below"]
+    # The range is also measured on faces it was not fitted on (each half's range fitted on the other half).
+    assert {"all"} <= set(next(iter(val["range_cross_fitted"].values())))
 
 
 def test_a_one_process_run_reproduces_itself_bit_for_bit(tiny_pack, tmp_path):
@@ -370,7 +374,7 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
     gender_only = json.loads((run / "val_metrics.json").read_text())
     assert load_model(run).config.flip == "gender"
     for name, part in val.items():  # every age number as fitted and measured without flip, the gender ones moved
-        if isinstance(part, dict):
+        if isinstance(part, dict) and "gender_nll" in part:  # a data set's metrics
             assert {k: v for k, v in gender_only[name].items() if k.startswith("age")} == \
                 {k: v for k, v in part.items() if k.startswith("age")}
             assert gender_only[name]["gender_nll"] != part["gender_nll"]

@@ -32,7 +32,7 @@ from training.evaluation.metrics import AGE_BREAKDOWNS, WIDE_RANGE, Outputs, ran
 # Estimates at which the multiples are fitted (years): close together where a year means most.
 SPREAD_KNOTS = (1.0, 3.0, 8.0, 15.0, 25.0, 40.0, 60.0, 80.0)
 # A knot whose faces (summed hat weights) are fewer than this is dropped: its neighbours' multiples
-# reach over it (beyond the last knot kept, the last multiples hold).
+# reach over it (beyond the last knot kept, the last multiples hold); with none left, one pair for all.
 MIN_KNOT_FACES = 30.0
 # How faces are weighed in the fit: "bands" (each data set alike, and each true age band or group
 # within it) or "faces" (each data set alike, each of its faces alike).
@@ -54,19 +54,18 @@ def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tu
     need_below = (mean[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
     need_above = (years[None, :] - 0.5 - mean[:, None]) / spread[:, None]  # covered above when a reaches it
     hats = _hat_weights(mean, knots)  # faces x knots
+    kept = [k for k in range(len(knots)) if float(hats[:, k].sum()) >= MIN_KNOT_FACES]
+    if len(kept) < len(knots):  # the faces of a dropped knot go to the knots kept beside it
+        knots = tuple(knots[k] for k in kept) or (float(age_min),)
+        hats = _hat_weights(mean, knots)
     q = (1 + coverage) / 2
-    kept, below, above = [], [], []
-    for k, knot in enumerate(knots):
-        if float(hats[:, k].sum()) < MIN_KNOT_FACES:
-            continue
+    below, above = [], []
+    for k in range(len(knots)):
         w = weights * (face_weight * hats[:, k])[:, None]
-        kept.append(float(knot))
         # Strictly above the quantile: a face exactly on it is inside (rounding of the lower bound).
         below.append(max(0.0, _weighted_quantile(need_below, w, q) + 1e-4))
         above.append(max(0.0, _weighted_quantile(need_above, w, q)))
-    if not kept:
-        raise ValueError(f"too few faces to fit a range: no knot has {MIN_KNOT_FACES:g}")
-    return SpreadRule(knots=tuple(kept), below=tuple(round(b, 4) for b in below),
+    return SpreadRule(knots=tuple(float(k) for k in knots), below=tuple(round(b, 4) for b in below),
                       above=tuple(round(a, 4) for a in above))
 
 
