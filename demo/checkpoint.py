@@ -72,7 +72,8 @@ class ModelConfig:
     # How the range is read from the age distribution (demo.heads), fitted on validation so that it holds
     # about `range_coverage` of true ages, 70-90 % in every age band (training.evaluation.ranges):
     # "spread": the estimate minus range_below[k] and plus range_above[k] times the distribution's
-    #   standard deviation, interpolated between the estimates range_knots[k] (SpreadRule);
+    #   standard deviation, interpolated between the estimates range_knots[k], at most range_max_width
+    #   years wide (SpreadRule);
     # "percentiles" (configs written before round six): from the range_lower[k] to the range_upper[k]
     #   percentile of the distribution at `age_temperature`, for estimates from range_starts[k] on (RangeRule).
     range_kind: str = "spread"
@@ -80,6 +81,7 @@ class ModelConfig:
     range_knots: tuple[float, ...] = SpreadRule().knots
     range_below: tuple[float, ...] = SpreadRule().below
     range_above: tuple[float, ...] = SpreadRule().above
+    range_max_width: float = SpreadRule().max_width
     age_temperature: float = 1.0
     range_starts: tuple[float, ...] = RangeRule().starts
     range_lower: tuple[float, ...] = RangeRule().lower
@@ -112,13 +114,14 @@ class ModelConfig:
     @property
     def range_rule(self) -> AgeRangeRule:
         if self.range_kind == "spread":
-            return SpreadRule(self.range_knots, self.range_below, self.range_above)
+            return SpreadRule(self.range_knots, self.range_below, self.range_above, self.range_max_width)
         return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
 
     def set_range_rule(self, rule: AgeRangeRule) -> None:
         if isinstance(rule, SpreadRule):
             self.range_kind = "spread"
             self.range_knots, self.range_below, self.range_above = rule.knots, rule.below, rule.above
+            self.range_max_width = rule.max_width
             self.age_temperature = 1.0
         else:
             self.range_kind = "percentiles"

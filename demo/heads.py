@@ -94,12 +94,16 @@ class SpreadRule:
     The spread is the distribution's standard deviation; the multiples are read at the estimate by
     linear interpolation between `knots` (constant beyond the first and last), so the range's width
     changes smoothly with the estimate. Bounds are rounded to whole years and always include the
-    rounded estimate, the age shown. The default is a Gaussian's central 80 % everywhere.
+    rounded estimate, the age shown; the range is at most `max_width` years wide. The default is a
+    Gaussian's central 80 % everywhere.
     """
 
     knots: tuple[float, ...] = (float(AGE_MIN),)
     below: tuple[float, ...] = (1.2816,)
     above: tuple[float, ...] = (1.2816,)
+    # No range is wider than this many years: one that would be is narrowed towards the estimate, both
+    # sides alike (a range of 40 years or more says little; a distribution that wide is often two guesses).
+    max_width: float = 40.0
     # The spread is that of the distribution the estimate is the mean of: never tempered.
     temperature: ClassVar[float] = 1.0
 
@@ -110,6 +114,8 @@ class SpreadRule:
             raise ValueError(f"knots must increase: {self.knots}")
         if min(self.below + self.above) < 0:
             raise ValueError(f"multiples must be at least 0: {self.below}, {self.above}")
+        if self.max_width < 2:
+            raise ValueError(f"max_width must be at least 2 years, not {self.max_width}")
 
     def multiples(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (below, above) multiples of the spread at each estimate."""
@@ -121,6 +127,8 @@ class SpreadRule:
         years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
         spread = age_spread(probs, mean, age_min)
         below, above = self.multiples(mean)
+        # Narrowed to max_width - 1 before rounding, so that the rounded bounds lie at most max_width apart.
+        spread = spread * ((self.max_width - 1) / ((below + above) * spread).clamp_min(1e-6)).clamp(max=1.0)
         shown = torch.round(mean)
         low = torch.minimum(torch.round(mean - below * spread), shown).clamp(years[0], years[-1])
         high = torch.maximum(torch.round(mean + above * spread), shown).clamp(years[0], years[-1])

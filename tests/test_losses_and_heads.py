@@ -85,6 +85,11 @@ def test_a_spread_rule_always_holds_the_age_shown():
         shown = est.mean.round()
         assert bool(((est.low <= shown) & (shown <= est.high)).all())
         assert bool((est.low >= 1).all() and (est.high <= 116).all())
+    # A flat distribution (spread 33 years) would give 1-116: narrowed to at most max_width, the estimate inside.
+    flat = decode_age(torch.zeros(1, 116), 1, SpreadRule())
+    assert flat.high - flat.low <= 40 and flat.low <= flat.mean.round() <= flat.high
+    narrow = decode_age(torch.zeros(1, 116), 1, SpreadRule(max_width=10))
+    assert 9 <= float(narrow.high - narrow.low) <= 10
 
 
 def test_gender_call_says_unsure_below_the_threshold_and_holds_near_it():

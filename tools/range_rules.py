@@ -32,6 +32,8 @@ RULES: dict[str, Fit] = {
     "spread, one pair of multiples": fit_global_spread,
     "spread by estimate, faces weighed alike": lambda out, age_min: fit_spread_rule(out, age_min, balance="faces"),
     "spread by estimate, bands weighed alike (shipped)": lambda out, age_min: fit_spread_rule(out, age_min),
+    "the same, then multiples moved to the bands (4 sweeps)":
+        lambda out, age_min: fit_spread_rule(out, age_min, sweeps=4),
 }
 
 

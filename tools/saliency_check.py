@@ -3,8 +3,9 @@
     python -m tools.saliency_check --out reports/saliency.json --figure reports/saliency.jpg
 
 On every face of the example photos (demo/examples), for each shipped model: the milliseconds of
-Grad-CAM a face (both answers, the batch of one the page's default would not pay for) and of the
-occlusion check; the share of each map's mass on the face's oval (`demo.saliency.face_oval`, 66 %
+Grad-CAM a face (both answers, a batch of one; with the mirror image where the model is served with
+flip) and of the occlusion check; what the page pays for the maps of a photo of one face and of five
+(`page_ms`); the share of each map's mass on the face's oval (`demo.saliency.face_oval`, 66 %
 of the crop: a map spread evenly puts 66 % there); the correlation of Grad-CAM with occlusion (do
 they point at the same parts?), of model A's map with model B's (do the models look at different
 things?), and of the map with the
@@ -54,6 +55,27 @@ def correlation(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
 def _median(values: list) -> float | None:
     present = [v for v in values if v is not None]
     return round(statistics.median(present), 3) if present else None
+
+
+def page_cost(predictor: Predictor, explainers: dict[str, Explainer], runs: int = 10) -> dict[str, dict[str, float]]:
+    """What ticking "Show where each model looks" adds to a photo on the page: the median ms of the maps and the
+    overlaid images (`demo.ui.saliency_items`), for a photo of one face and of five, each model and both."""
+    from demo.ui import saliency_items
+
+    cost = {}
+    for label, photo in (("1 face", ROOT / "demo" / "examples" / "astronaut.jpg"),
+                         ("5 faces", ROOT / "demo" / "examples" / "group.jpg")):
+        result = predictor.predict(Image.open(photo).convert("RGB"))
+        for keys in [[key] for key in explainers] + [list(explainers)]:
+            chosen = {key: explainers[key] for key in keys}
+            saliency_items(result, chosen)  # warm-up
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                saliency_items(result, chosen)
+                times.append((time.perf_counter() - start) * 1000)
+            cost.setdefault(label, {})["+".join(k.upper() for k in keys)] = round(statistics.median(times), 1)
+    return cost
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     report["a_vs_b"] = {task: round(statistics.median(
         correlation(getattr(a, task), getattr(b, task)) for a, b in zip(maps_by_model["a"], maps_by_model["b"])), 3)
         for task in ("age", "gender")} if set(models) >= {"a", "b"} else None
+    report["page_ms"] = page_cost(predictor, explainers)
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ BALANCES = ("bands", "faces")
 
 
 def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tuple[float, ...] = SPREAD_KNOTS,
-                    balance: str = "bands") -> SpreadRule:
+                    balance: str = "bands", sweeps: int = 0) -> SpreadRule:
     """The SpreadRule whose ranges hold `coverage` of the true ages of the faces in `out`, localised by
     estimate between `knots` (module docstring). `out.age_logits` as served (logit offsets added)."""
     if balance not in BALANCES:
@@ -65,8 +65,9 @@ def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tu
         # Strictly above the quantile: a face exactly on it is inside (rounding of the lower bound).
         below.append(max(0.0, _weighted_quantile(need_below, w, q) + 1e-4))
         above.append(max(0.0, _weighted_quantile(need_above, w, q)))
-    return SpreadRule(knots=tuple(float(k) for k in knots), below=tuple(round(b, 4) for b in below),
+    rule = SpreadRule(knots=tuple(float(k) for k in knots), below=tuple(round(b, 4) for b in below),
                       above=tuple(round(a, 4) for a in above))
+    return _balance_multiples(out, rule, mean, spread, weights, coverage, sweeps) if sweeps else rule
 
 
 def fit_global_spread(out: Outputs, age_min: int, coverage: float = 0.8) -> SpreadRule:
@@ -175,3 +176,68 @@ def bands_outside(table: dict, aim: tuple[float, float] = (0.7, 0.9)) -> list[st
     """The rows of a `range_table` (bands and groups, not the data sets' totals) whose coverage is outside `aim`."""
     return [f"{name} {band}" for name, rows in table.items() for band, r in rows.items()
             if band != "all" and not aim[0] <= r["coverage"] <= aim[1]]
+
+
+# The band balance (fit_spread_rule's `sweeps`): coordinate descent of each knot's multiples over this grid,
+# every band's coverage aimed inside BAND_AIM, each data set's near the coverage, the mean width kept down.
+MULTIPLES = tuple(float(v) for v in np.round(np.arange(0.0, 4.001, 0.05), 2))
+BAND_AIM = (0.72, 0.88)
+MISS_COST = 100.0
+WIDTH_COST = 1e-3
+
+
+def _balance_multiples(out: Outputs, rule: SpreadRule, mean: torch.Tensor, spread: torch.Tensor,
+                       weights: torch.Tensor, coverage: float, sweeps: int) -> SpreadRule:
+    """`rule` with each knot's (below, above) moved on MULTIPLES, knot by knot for `sweeps` sweeps, to bring
+    every true age band and group inside BAND_AIM at the least width (the conformal fit's multiples to start)."""
+    row, names = band_rows(out)
+    rows = [row == r for r in range(len(names))]
+    is_band = [True] * len(rows)
+    for d in out.dataset.unique().tolist():
+        rows.append((out.dataset == d).numpy())
+        is_band.append(False)
+    share = torch.from_numpy(np.stack(rows).astype(np.float32))
+    share = share / share.sum(dim=1, keepdim=True)  # rows x faces
+    is_band = torch.tensor(is_band)
+    cum = torch.cat([torch.zeros_like(weights[:, :1]), weights.cumsum(dim=-1)], dim=-1)  # weight of years < bin
+    top = weights.shape[1]
+    hats = _hat_weights(mean, rule.knots)
+    grid = torch.tensor(MULTIPLES)
+    below, above = list(rule.below), list(rule.above)
+    shown = torch.round(mean)
+
+    def bounds(k: int, b: torch.Tensor, a: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bin indices of low (faces x len(b)) and high (faces x len(a)) with knot k's multiples b, a."""
+        h = hats[faces]
+        rest_b = h @ torch.tensor(below) - h[:, k] * below[k]
+        rest_a = h @ torch.tensor(above) - h[:, k] * above[k]
+        m, s, shown_f = mean[faces, None], spread[faces, None], shown[faces, None]
+        low = torch.minimum(torch.round(m - (rest_b[:, None] + h[:, k, None] * b) * s), shown_f)
+        high = torch.maximum(torch.round(m + (rest_a[:, None] + h[:, k, None] * a) * s), shown_f)
+        return (low.clamp(1, top) - 1).long(), (high.clamp(1, top) - 1).long()  # age_min 1 in the bins' index
+
+    def covered(faces: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        w = cum[faces]
+        return (w.gather(1, high + 1)[:, None, :] - w.gather(1, low)[:, :, None]).clamp(min=0)  # faces x B x A
+
+    everyone = torch.arange(len(mean))
+    for _ in range(sweeps):
+        for k in range(len(rule.knots)):
+            mine = torch.nonzero(hats[:, k] > 0).flatten()
+            others = torch.nonzero(hats[:, k] == 0).flatten()
+            if len(mine) == 0:
+                continue
+            low, high = bounds(k, grid, grid, mine)
+            cover_mine = torch.einsum("rf,fba->rba", share[:, mine], covered(mine, low, high))
+            width_mine = (high[:, None, :] - low[:, :, None]).float().sum(dim=0) / len(everyone)
+            fixed_low, fixed_high = bounds(k, torch.tensor([below[k]]), torch.tensor([above[k]]), others)
+            cover_rest = share[:, others] @ covered(others, fixed_low, fixed_high)[:, 0, 0]
+            width_rest = float((fixed_high - fixed_low).float().sum()) / len(everyone)
+            cover = cover_mine + cover_rest[:, None, None]
+            band_miss = (BAND_AIM[0] - cover).clamp(min=0) ** 2 + (cover - BAND_AIM[1]).clamp(min=0) ** 2
+            cost = MISS_COST * (band_miss * is_band[:, None, None]).sum(dim=0)
+            cost = cost + ((cover - coverage) ** 2 * ~is_band[:, None, None]).sum(dim=0)
+            cost = cost + WIDTH_COST * (width_mine + width_rest)
+            b, a = divmod(int(torch.argmin(cost)), len(grid))
+            below[k], above[k] = float(grid[b]), float(grid[a])
+    return SpreadRule(rule.knots, tuple(below), tuple(above))
