@@ -7,7 +7,7 @@ stale), and the PyTorch modules are kept for training and for the maps, which ne
 around it (MTCNN's stages, flip averaging, decoding) is the same on either engine.
 
 Why: on a 2-core AVX2 CPU, ONNX Runtime runs Model A in 4.3 ms a face against PyTorch's 7.7 and
-Model B in 5.9 against 13.5 (docs/serving.md, `python -m tools.benchmark --engine both`).
+Model B in 5.9 against 13.5 (issue 31); which parts run on it by default: `default_engine`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,21 @@ ENGINES = ("onnx", "torch")
 ENGINE_ENV = "AGEGENDER_ENGINE"
 
 
-def default_engine() -> str:
-    """The engine named by AGEGENDER_ENGINE, else "onnx" where onnxruntime and onnx are installed, else "torch"."""
+def default_engine(part: str = "models") -> str:
+    """The engine named by AGEGENDER_ENGINE for every part; else for the age-gender models "onnx" where onnxruntime
+    and onnx are installed, and for the detector "torch".
+
+    Measured (docs/serving.md): ONNX Runtime runs both models faster (1.2-1.8x on an AVX-512 CPU, 1.8-2.3x on an
+    AVX2 one); MTCNN's networks alone too, but the detector as a whole was slower on it on the AVX-512 CPU (its time
+    is mostly outside the networks, and ONNX Runtime's threads and torch's take turns on the same cores).
+    """
     named = os.environ.get(ENGINE_ENV, "").strip().lower()
     if named:
         if named not in ENGINES:
             raise ValueError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, not {named!r}")
         return named
+    if part == "detector":
+        return "torch"
     try:
         import onnx  # noqa: F401  (the exporter needs it)
         import onnxruntime  # noqa: F401

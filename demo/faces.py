@@ -78,9 +78,9 @@ class FaceDetector:
             thresholds=list(thresholds),
             device=torch.device(device),
         )
-        # The three networks on ONNX Runtime (demo.engine) on the CPU, exported once, on the first photo;
+        # The three networks on ONNX Runtime (demo.engine) where asked for, exported once, on the first photo;
         # facenet-pytorch's own loop (batched_crops=False, the benchmark's reference) keeps its modules.
-        self.engine = "torch" if device != "cpu" or not batched_crops else (engine or default_engine())
+        self.engine = "torch" if device != "cpu" or not batched_crops else (engine or default_engine("detector"))
         self._nets: tuple | None = None
         self._export_lock = threading.Lock()
 

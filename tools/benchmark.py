@@ -1,14 +1,15 @@
 """Latency of the serving pipeline, stage by stage, on this machine, on each engine side by side.
 
-    python -m tools.benchmark [--device cpu|cuda] [--threads N] [--runs 30] [--engine both|onnx|torch]
+    python -m tools.benchmark [--device cpu|cuda] [--threads N] [--runs 30] [--engine all|served|onnx|torch]
         [--flip] [--out reports/benchmark.json]
 
 Cases: a 640x480 frame with one face (upload settings and webcam settings) and the 1280x640
 group photo with five faces. Stages: decode (JPEG bytes -> RGB), detect (MTCNN), crop (landmark
 alignment), model A and model B (preprocessing + forward, all faces in one batch, each with the
-flip setting it is served with), draw, and end to end. With `--engine both` (the default) the
-PyTorch path and the ONNX Runtime path (demo.engine) run the same frames in one process, run by
-run in turn, so the machine's slow moments fall on both. Then detection alone: the app's MTCNN on
+flip setting it is served with), draw, and end to end. With `--engine all` (the default) what the
+app serves (each part on its default engine, demo.engine.default_engine), the PyTorch path and the
+ONNX Runtime path run the same frames in one process, run by run in turn, so the machine's slow
+moments fall on all. Then detection alone: the app's MTCNN on
 each engine against stock facenet-pytorch MTCNN, interleaved too. Prints the CPU, its instruction
 sets, and median and 90th percentile in milliseconds as Markdown tables.
 """
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--engine", choices=("both", *ENGINES), default="both",
-                        help="which answer path: both side by side (default), onnx (ONNX Runtime) or torch")
+    parser.add_argument("--engine", choices=("all", "served", *ENGINES), default="all",
+                        help="which answer path: all side by side (default), served (the app's default engine for "
+                             "each part: demo.engine.default_engine), onnx (ONNX Runtime for every part) or torch")
     parser.add_argument("--flip", action="store_true",
                         help="average every model's answers over the face and its mirror image (default: each "
                              "model's own setting, as served)")
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    engines = list(ENGINES)[::-1] if args.engine == "both" else [args.engine]
+    engines = ["served", "torch", "onnx"] if args.engine == "all" else [args.engine]
+    served = {"served": None}  # each part's default engine
     loaded, _ = load_models(specs_from_env(), offline=True, device=args.device)
     if args.flip:
         for model in loaded.values():
@@ -142,12 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     cases = {"640x480, 1 face (upload settings)": (MIN_FACE_SIZE, frame_640x480()),
              "640x480, 1 face (webcam settings)": (LIVE_MIN_FACE_SIZE, frame_640x480()),
              "1280x640 group, 5 faces": (MIN_FACE_SIZE, (EXAMPLES / "group.jpg").read_bytes())}
-    predictors = {size: {engine: Predictor({k: LoadedModel(m.model, m.config, m.folder, args.device, engine)
-                                            for k, m in loaded.items()},
-                                           FaceDetector(device=args.device, min_face_size=size, engine=engine))
+    predictors = {size: {engine: Predictor({k: LoadedModel(m.model, m.config, m.folder, args.device,
+                                                           served.get(engine, engine)) for k, m in loaded.items()},
+                                           FaceDetector(device=args.device, min_face_size=size,
+                                                        engine=served.get(engine, engine)))
                          for engine in engines} for size in {size for size, _ in cases.values()}}
     results = {name: run_cases(predictors[size], data, args.runs) for name, (size, data) in cases.items()}
-    detection = {name: compare_detection(size, data, args.runs, args.device, engines)
+    detection = {name: compare_detection(size, data, args.runs, args.device, [e for e in engines if e in ENGINES])
                  for name, (size, data) in cases.items()}
     where = (torch.cuda.get_device_name() if args.device.startswith("cuda")
              else f"{cpu_name()}, {torch.get_num_threads()} threads")
