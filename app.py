@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from dataclasses import replace
 
 from demo.sources import offline_from_env, specs_from_env
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     specs = [replace(s, repo_id=overrides[s.key] or s.repo_id, revision=args.revision or s.revision)
              for s in specs_from_env()]
     models, sources = load_models(specs, offline=args.offline or offline_from_env(), device=args.device)
+    for key, model in models.items():  # export to the engine now, not on the first visitor's photo
+        started = time.perf_counter()
+        model.runner  # noqa: B018
+        logging.info("model %s runs on %s (ready in %.1f s)", key.upper(), model.engine, time.perf_counter() - started)
     predictor = Predictor(models, FaceDetector(device=args.device))
     live = Predictor(models, FaceDetector(device=args.device, min_face_size=LIVE_MIN_FACE_SIZE))
     demo = build_demo(predictor, live, sources)

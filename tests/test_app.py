@@ -27,7 +27,9 @@ def test_photo_gives_boxes_table_crops_and_its_results_as_data(client):
     assert note.startswith(f"{GROUP_FACES} face(s) found.")
     # Where the two models disagree on gender, the note says which to trust more, and why (the model cards).
     # (The shipped models agree on every face of this photo; the sentence itself is checked below.)
-    disagree = [row for row in rows if row[3].split()[0] != row[5].split()[0]]
+    # An "unsure" answer disagrees with neither side.
+    sides = [(row[3].split()[0], row[5].split()[0]) for row in rows]
+    disagree = [row for row, (a, b) in zip(rows, sides) if a != b and "unsure" not in (a, b)]
     assert all(f"{row[0]}: the models disagree on gender" in note for row in disagree)
     assert note.count("disagree") == len(disagree)
     # The same answers as data: per face, numbered left to right, and as the batch CLI's CSV and as JSON.
@@ -40,7 +42,8 @@ def test_photo_gives_boxes_table_crops_and_its_results_as_data(client):
             shown, shown_range = row[column].split()
             assert abs(answer["age"] - int(shown)) <= 0.55  # the table rounds what the data keeps to 0.1
             assert shown_range == f"({answer['age_low']}-{answer['age_high']})"
-            assert 0 <= answer["p_female"] <= 1 and answer["gender"] in ("female", "male")
+            assert 0 <= answer["p_female"] <= 1 and answer["gender"] in ("female", "male", "unsure")
+            assert row[column + 1].split()[0] == answer["gender"]  # the table says what the data says
     names = sorted(Path(f).name for f in files)
     assert names == ["group_faces.csv", "group_faces.json"]
     import csv

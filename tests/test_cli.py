@@ -153,10 +153,11 @@ def test_ctrl_c_says_in_one_line_how_to_continue_and_the_same_command_continues(
     import time
     from pathlib import Path
 
+    PHOTOS = 200  # noqa: N806
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(40):
-        shutil.copy(ASTRONAUT, photos / f"{i:02d}.jpg")
+    for i in range(PHOTOS):  # enough that the run is never over before the signal comes
+        shutil.copy(ASTRONAUT, photos / f"{i:03d}.jpg")
     out = tmp_path / "out.csv"
     command = [sys.executable, "-m", "demo.predict", str(photos), "--out", str(out), "--offline", "--workers", "0"]
     root = Path(__file__).resolve().parents[1]
@@ -169,6 +170,6 @@ def test_ctrl_c_says_in_one_line_how_to_continue_and_the_same_command_continues(
     assert process.returncode == 130
     assert "Traceback" not in stderr and "run the same command again to continue" in stderr
     written = {row["file"] for row in csv.DictReader(out.open())}
-    assert 0 < len(written) < 40
+    assert 0 < len(written) < PHOTOS
     subprocess.run(command, cwd=root, check=True, capture_output=True, timeout=600)
-    assert len({row["file"] for row in csv.DictReader(out.open())}) == 40
+    assert len({row["file"] for row in csv.DictReader(out.open())}) == PHOTOS

@@ -72,8 +72,14 @@ def _card_body(config: ModelConfig, metrics: dict | None, evaluated: list[Datase
         f"# {config.name}", "",
         f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
         f"input {config.input_size}x{config.input_size} px from a {config.crop_size} px face crop aligned with MTCNN "
-        "landmarks. The age head gives a distribution over years: the app shows its mean and its 80 % range; "
-        "the gender head gives P(female)." + FLIP_TEXT[config.flip], "",
+        "landmarks. The age head gives a distribution over years: the app shows its mean and its 80 % range"
+        + (" (the mean minus and plus multiples of the distribution's standard deviation, fitted on validation "
+           "faces by estimate: `range_*` in `config.json`; it always holds the age shown and is at most "
+           f"{config.range_max_width:g} years wide)" if config.range_kind == "spread" else "")
+        + "; the gender head gives P(female)"
+        + (f", shown as \"unsure\" where max(P(female), 1 - P(female)) is below {config.gender_unsure_below:.2f} "
+           "(`gender_unsure_below`, chosen on validation)" if config.gender_unsure_below > 0.5 else "")
+        + "." + FLIP_TEXT[config.flip], "",
         "## Use", "",
         "```python",
         "from huggingface_hub import snapshot_download",
