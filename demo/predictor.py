@@ -56,12 +56,13 @@ class ModelAnswer:
         return f"{self.gender} ({100 * self.gender_confidence:.0f} %)"
 
     def short(self, with_range: bool = False) -> str:
-        """'31 F' ('31 (27-36) F' with the range; '31 ?(54% F)' when unsure of the gender, with P(female)), or
-        the part the model answers ('31', 'F')."""
+        """'31 F' ('31 (27-36) F' with the range; '31 F?' when unsure, the side it leans to and a question
+        mark: the labels on photos, live frames and videos, whose tables say 'unsure (54 % female)'), or the part
+        the model answers ('31', 'F')."""
         age = None if self.age is None else (self.age_text() if with_range else str(round(self.age)))
         gender = self.gender and self.gender[0].upper()
         if self.gender == UNSURE:
-            gender = f"?({100 * self.p_female:.0f}% F)"
+            gender = ("F" if self.p_female >= 0.5 else "M") + "?"
         return " ".join(part for part in (age, gender) if part)
 
 

@@ -170,7 +170,7 @@ def test_an_unsure_gender_says_so_with_its_percentage_and_keeps_p_female_in_the_
 
     unsure = ModelAnswer(31.4, 27, 36, 0.54, unsure_below=0.6)
     assert unsure.gender == "unsure" and unsure.gender_text() == "unsure (54 % female)"
-    assert unsure.short() == "31 ?(54% F)"  # the label on photos, the live view and videos
+    assert unsure.short() == "31 F?"  # the label on photos, live frames and videos: leaning female, unsure
     sure = ModelAnswer(31.4, 27, 36, 0.2, unsure_below=0.6)
     assert sure.gender == "male" and sure.gender_text() == "male (80 %)"
     result = ImageResult((100, 100), [FaceResult(1, Face((0, 0, 50, 50), 0.99, None), object(),
