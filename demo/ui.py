@@ -379,8 +379,9 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                                object_fit="contain", elem_id="crops")
             button = gr.Button("Find faces", variant="primary")
             explain = gr.Checkbox(False, label="Show where each model looks",
-                                  info="A heatmap per face and model, for its age and its gender answer (Grad-CAM); "
-                                       "about 15 ms more a face on a 2-core CPU.", elem_id="explain")
+                                  info="A heatmap per face and model, for the age and gender answers shown "
+                                       "(Grad-CAM); about 20 ms more for one face, 45 ms for five, on a quiet "
+                                       "2-core CPU.", elem_id="explain")
             looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
                                object_fit="contain", elem_id="saliency")
             gr.Markdown("How to read the maps: warm colours mark the parts of the face whose features raised that "
