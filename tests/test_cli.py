@@ -66,6 +66,14 @@ def test_batch_csv_scored_against_the_labels(tiny_pack, utk_folder, ff_folder, t
     utk, ff = report["a/utkface"], report["b/fairface"]
     assert utk["photos"] == 17 and 1 <= utk["missed"] <= 3 and utk["age_mae"] >= 0  # the corrupt file is missed
     assert ff["photos"] == 12 and 0 <= ff["age_group_exact"] <= ff["age_group_within_one"] <= 1
+    # The ranges as the CLI wrote them: each holds its own age, none 40 years wide; coverage per band.
+    for entry in (utk, ff):
+        assert entry["age_outside_range"] == 0 and entry["age_range_max_width"] <= 40
+        assert 0 <= entry["age_range_coverage"] <= 1 and 0 <= entry["gender_unsure_share"] <= 1
+    assert set(utk["age_range_coverage_by_age_band"]) <= {"1-2", "3-5", "6-12", "13-19", "20-29", "30-39", "40-49",
+                                                          "50-59", "60-69", "70+"}
+    assert 1 <= len(ff["age_range_coverage_by_age_group"]) and set(ff["age_range_coverage_by_age_group"]) <= {
+        "0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"}
 
 
 def _photos(tmp_path):

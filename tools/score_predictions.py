@@ -8,8 +8,9 @@ Photos are matched to the labels of splits.csv by the key each data set's spec g
 the download for FairFace), found at the end of the predicted path. Of the faces found in a photo,
 the one nearest the photo's centre is scored, as `training.prepare` labels it; a photo with no face
 counts as missed. Prints, per model and data set: photos, missed, and the metrics of
-`training.evaluate` that its kind of age label allows (years: age MAE, CS@5, gender accuracy;
-groups: age group exact and within one, gender accuracy).
+`training.evaluate` that its kind of age label allows (years: age MAE, CS@5; groups: age group exact
+and within one), gender accuracy on every face (from `p_female`), the share answered "unsure" and the
+accuracy on the rest, and how the 80 % ranges hold (overall and per true age band or group).
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from demo.heads import AGE_MAX, AGE_MIN, UNSURE
 from training.data import spec
 from training.data.prepare import centre_distance
 from training.data.records import SPLITS
 from training.data.spec import YEAR
+from training.evaluation.metrics import AGE_BREAKDOWNS, WIDE_RANGE, range_coverage
 
 
 def read_labels(path: Path, split: str | None) -> dict[str, dict]:
@@ -79,8 +83,13 @@ def score(predictions: Path, labels: dict[str, dict]) -> dict:
         if pairs:
             age = np.array([float(r["age"]) for _, r in pairs])
             low = np.array([int(lab["age_low"]) for lab, _ in pairs])
-            female = np.array([r["gender"] == "female" for _, r in pairs])
-            entry["gender_accuracy"] = float((female == np.array([lab["gender"] == "1" for lab, _ in pairs])).mean())
+            # Accuracy on every face from P(female), as before "unsure" existed; and the unsure share, the rest's.
+            female = np.array([float(r["p_female"]) >= 0.5 for _, r in pairs])
+            right = female == np.array([lab["gender"] == "1" for lab, _ in pairs])
+            sure = np.array([r["gender"] != UNSURE for _, r in pairs])
+            entry.update(gender_accuracy=float(right.mean()), gender_unsure_share=float(1 - sure.mean()),
+                         gender_accuracy_sure=float(right[sure].mean()) if sure.any() else None)
+            entry.update(range_scores(pairs))
             labels = spec.get(dataset)
             if labels.age_kind == YEAR:
                 err = np.abs(age - low)
@@ -90,6 +99,27 @@ def score(predictions: Path, labels: dict[str, dict]) -> dict:
                 entry.update(age_group_exact=float((off == 0).mean()), age_group_within_one=float((off <= 1).mean()))
         report[f"{model}/{dataset}"] = entry
     return report
+
+
+def range_scores(pairs: list[tuple[dict, dict]]) -> dict:
+    """How the 80 % ranges the CLI wrote hold the labels: coverage (a group label by the share of its years
+    inside), mean width, the share 40 years wide or more, the widest, how many do not hold their own rounded age,
+    and the coverage per true age band or group of the data set."""
+    low_label = torch.tensor([int(lab["age_low"]) for lab, _ in pairs])
+    high_label = torch.tensor([int(lab["age_high"]) for lab, _ in pairs])
+    low = torch.tensor([float(r["age_low"]) for _, r in pairs])
+    high = torch.tensor([float(r["age_high"]) for _, r in pairs])
+    shown = torch.tensor([round(float(r["age"])) for _, r in pairs])
+    covered = range_coverage(low, high, low_label, high_label, AGE_MIN, AGE_MAX - AGE_MIN + 1).numpy()
+    width = (high - low).numpy()
+    dataset = spec.get(pairs[0][0]["dataset"])
+    bands = next(b for b in dataset.breakdowns if b.key in AGE_BREAKDOWNS)
+    groups = bands.groups(low_label.numpy(), np.array([int(lab["race"]) for lab, _ in pairs]))
+    return {"age_range_coverage": float(covered.mean()), "age_range_width": float(width.mean()),
+            "age_range_wide_share": float((width >= WIDE_RANGE).mean()), "age_range_max_width": float(width.max()),
+            "age_outside_range": int(((shown < low) | (shown > high)).sum()),
+            f"age_range_coverage_{bands.key}": {name: round(float(covered[mask].mean()), 4)
+                                                 for name, mask in groups.items() if mask.any()}}
 
 
 def main(argv: list[str] | None = None) -> None:
