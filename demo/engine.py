@@ -13,16 +13,13 @@ Model B in 5.9 against 13.5 (issue 31); which parts run on it by default: `defau
 from __future__ import annotations
 
 import io
-import logging
 import os
 import warnings
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
-
-# What runs the networks: "onnx" (ONNX Runtime, the default where it is installed) or "torch".
+# What runs the networks: "onnx" (ONNX Runtime) or "torch"; which part runs on which by default: default_engine.
 ENGINES = ("onnx", "torch")
 ENGINE_ENV = "AGEGENDER_ENGINE"
 
@@ -31,9 +28,10 @@ def default_engine(part: str = "models") -> str:
     """The engine named by AGEGENDER_ENGINE for every part; else for the age-gender models "onnx" where onnxruntime
     and onnx are installed, and for the detector "torch".
 
-    Measured (docs/serving.md): ONNX Runtime runs both models faster (1.2-1.8x on an AVX-512 CPU, 1.8-2.3x on an
-    AVX2 one); MTCNN's networks alone too, but the detector as a whole was slower on it on the AVX-512 CPU (its time
-    is mostly outside the networks, and ONNX Runtime's threads and torch's take turns on the same cores).
+    Measured (docs/serving.md, "Engines"): ONNX Runtime runs the models faster (alone 1.3-1.9x on an AVX-512 CPU,
+    1.8-2.3x on an AVX2 one); MTCNN's networks alone too, but the detector as a whole was slower on it on the
+    AVX-512 CPU (much of its time lies outside the networks, and ONNX Runtime's threads and torch's take turns on
+    the same cores).
     """
     named = os.environ.get(ENGINE_ENV, "").strip().lower()
     if named:
