@@ -46,6 +46,8 @@ WEBCAM_SIZE = {"width": 640, "height": 480}
 # VIDEO_EVERY-th frame by default: about a minute of this CPU for the longest clip.
 VIDEO_MAX_SECONDS = 60
 VIDEO_MAX_MB = 100
+# No upload may be larger than the largest file any tab accepts: a visitor cannot fill a Space's disk.
+UPLOAD_MAX_BYTES = VIDEO_MAX_MB * 1_000_000
 VIDEO_EVERY = 5
 
 
@@ -208,9 +210,11 @@ PAGE_HEAD = """<script>
 
 
 def launch(demo: gr.Blocks, host: str, port: int | None, sessions_kept: int = SESSIONS_KEPT, **kwargs) -> tuple:
-    """Serve the app with its page style and script, a bounded queue, a bounded number of sessions kept and a
-    swept cache."""
+    """Serve the app with its page style and script, a bounded queue, a bounded number of sessions kept, a
+    swept cache, and uploads no larger than the largest file a tab accepts (a video's VIDEO_MAX_MB): Gradio
+    refuses a larger one with HTTP 413 as it streams in, before it is stored, and the page says so."""
     sweep_cache(demo)  # first: launch blocks unless told not to
+    kwargs.setdefault("max_file_size", UPLOAD_MAX_BYTES)
     return demo.queue(max_size=64).launch(server_name=host, server_port=port, state_session_capacity=sessions_kept,
                                           css=PAGE_CSS, head=PAGE_HEAD, **kwargs)
 

@@ -249,3 +249,28 @@ def test_every_api_output_and_input_has_a_name(client):
         labels = [p["label"] for p in endpoint["parameters"]] + [r["label"] for r in endpoint["returns"]]
         assert all(label and not label.startswith("value_") for label in labels), (name, labels)
     assert info["named_endpoints"]["/predict"]["returns"][4]["label"] == "faces"
+
+
+def test_an_upload_larger_than_any_tab_accepts_is_refused_before_it_is_stored(server):
+    """Posted straight to Gradio's upload route, as a script would: HTTP 413, and nothing of it in the cache."""
+    import httpx
+    from gradio.utils import get_upload_folder
+
+    from demo.ui import UPLOAD_MAX_BYTES
+
+    folder = Path(get_upload_folder())
+    before = {p for p in folder.rglob("*") if p.is_file()}
+
+    def body():  # multipart, streamed: the test never holds the file in memory
+        yield b'--xx\r\nContent-Disposition: form-data; name="files"; filename="big.mp4"\r\n' \
+              b"Content-Type: video/mp4\r\n\r\n"
+        chunk = b"\0" * 1_000_000
+        for _ in range(UPLOAD_MAX_BYTES // len(chunk) + 5):
+            yield chunk
+        yield b"\r\n--xx--\r\n"
+
+    response = httpx.post(f"{server[0]}gradio_api/upload", content=body(), timeout=120,
+                          headers={"Content-Type": "multipart/form-data; boundary=xx"})
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    stored = {p for p in folder.rglob("*") if p.is_file()} - before
+    assert not any(p.stat().st_size > UPLOAD_MAX_BYTES for p in stored)
