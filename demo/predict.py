@@ -190,11 +190,15 @@ def main(argv: list[str] | None = None) -> None:
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         parser.error("not found: " + ", ".join(map(str, missing)))
-    models, _ = load_models(specs_from_env(keys), offline=args.offline or offline_from_env(), device=args.device)
     if args.every < 1:
         parser.error("--every takes a whole number of frames, 1 or more")
     if not 0.0 <= args.min_score <= 1.0:
         parser.error("--min-score is a detection probability between 0 and 1")
+    try:
+        models, _ = load_models(specs_from_env(keys), offline=args.offline or offline_from_env(), device=args.device)
+    except KeyboardInterrupt:  # Ctrl-C while the models load: nothing was written yet
+        print("\nStopped while loading the models; nothing was written.", file=sys.stderr)
+        raise SystemExit(130) from None
     predictor = Predictor(models, FaceDetector(device=args.device), min_score=args.min_score)
     try:
         done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers, args.every)

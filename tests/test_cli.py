@@ -181,3 +181,17 @@ def test_ctrl_c_says_in_one_line_how_to_continue_and_the_same_command_continues(
     assert 0 < len(written) < PHOTOS
     subprocess.run(command, cwd=root, check=True, capture_output=True, timeout=600)
     assert len({row["file"] for row in csv.DictReader(out.open())}) == PHOTOS
+
+
+def test_ctrl_c_while_the_models_load_is_one_line(tmp_path, monkeypatch, capsys):
+    import demo.sources
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo.sources, "load_models", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(ASTRONAUT), "--out", str(tmp_path / "out.csv"), "--offline"])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip() == "Stopped while loading the models; nothing was written."
+    assert not (tmp_path / "out.csv").exists()
