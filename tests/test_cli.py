@@ -169,7 +169,10 @@ def test_ctrl_c_says_in_one_line_how_to_continue_and_the_same_command_continues(
     out = tmp_path / "out.csv"
     command = [sys.executable, "-m", "demo.predict", str(photos), "--out", str(out), "--offline", "--workers", "0"]
     root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(command, cwd=root, stderr=subprocess.PIPE, text=True)
+    # SIGINT restored in the child: a test run started in the background (`pytest &`) ignores it, and so would a
+    # child that inherits that, which is not what a user at a terminal gets.
+    process = subprocess.Popen(command, cwd=root, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 5):
         time.sleep(0.2)

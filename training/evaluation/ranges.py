@@ -14,7 +14,9 @@ face labelled with an age group counts by the weight of each of its years (`year
 Weighed by band (the default): each data set alike, and within one each true age band or group
 alike, so that the rare bands (the old, babies, FairFace's 70+) pull the quantiles of the
 estimates they get as hard as the common ones. The fit has no target per band: the bands are the
-check, measured on faces the rule was not fitted on (`cross_fitted`).
+check, measured on faces the rule was not fitted on (`cross_fitted`). (`sweeps` moves the multiples
+to the bands afterwards, as round five's levels were: measured as an alternative, docs/training.md;
+it fits the faces it is fitted on and holds less on fresh ones.)
 """
 
 from __future__ import annotations
