@@ -7,6 +7,8 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -265,6 +267,28 @@ def warm_up(predictor: Predictor) -> None:
     predictor.predict(frame)
 
 
+@dataclass(frozen=True)
+class Page:
+    """What the tabs of one app share: the predictors, the models' keys and names, the tables' headers, and
+    where answers' files go."""
+
+    predictor: Predictor
+    live_predictor: Predictor  # serves webcam frames; it may use a faster detector
+    results_folder: Path
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.predictor.models)
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {k: m.config.name for k, m in self.predictor.models.items()}
+
+    @property
+    def headers(self) -> list[str]:
+        return TABLE_HEADERS + [f"{k.upper()} {h}" for k in self.keys for h in ("age (80 % range)", "gender")]
+
+
 def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, sources: dict[str, str] | None = None,
                stream_every: float = STREAM_EVERY, turns: StreamTurns | None = None) -> gr.Blocks:
     """The app. `live_predictor` (default: `predictor`) serves webcam frames; it may use a faster detector.
@@ -274,16 +298,43 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
     `turns` shares the camera among sessions (default: STREAM_SLOTS at once, STREAM_LIMIT_S each).
     """
     turns = turns or StreamTurns(STREAM_SLOTS, STREAM_LIMIT_S)
-    results_folder = Path(get_upload_folder()) / "results"
     write_cached_images_atomically()
-    live_predictor = live_predictor or predictor
-    keys = list(predictor.models)
-    names = {k: m.config.name for k, m in predictor.models.items()}
+    page = Page(predictor, live_predictor or predictor, Path(get_upload_folder()) / "results")
     measured = {k: read_measured(m.folder) for k, m in predictor.models.items()}
-    gender_accuracy = {k: m.gender_accuracy if m else None for k, m in measured.items()}
-    headers = TABLE_HEADERS + [f"{k.upper()} {h}" for k in keys for h in ("age (80 % range)", "gender")]
-    explainers = {key: Explainer(model) for key, model in predictor.models.items()}
-    warm_up(live_predictor)
+    warm_up(page.live_predictor)
+    source_lines = [f"- **{page.names[k]}**: " + "; ".join(filter(None, (
+        sources.get(k) if sources else None,
+        f"measured on test faces: {measured[k].summary()}" if measured[k] else None))) for k in page.keys]
+    with gr.Blocks(title="Age and gender: from scratch vs transfer learning") as demo:
+        gr.Markdown(
+            "# Age and gender, two ways\n"
+            "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "
+            "**Model B**, a face-recognition network fine-tuned on the same data. Ages come with an 80 % range. "
+            "Both models were trained on UTKFace and FairFace and estimate apparent age and binary gender as "
+            "labelled there: a demonstration, not a judgement about anyone. Photos and camera frames are sent "
+            f"to this server to be judged; uploads and answers are deleted after {CACHE_AGE_S // 60} minutes."
+        )
+        gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
+        with gr.Tab("Photo") as photo_tab:
+            photo_tab_contents(page, {k: m.gender_accuracy if m else None for k, m in measured.items()})
+        with gr.Tab("Webcam") as webcam_tab:
+            session, live_rate = webcam_tab_contents(page, turns, stream_every)
+        with gr.Tab("Video"):
+            video_tab_contents(page)
+        # While the Webcam tab is open, a tick a second notices a stream that stopped (Gradio tells the
+        # server nothing when Stop is pressed).
+        watch = gr.Timer(1.0, active=False)
+        watch.tick(partial(watch_stream, turns), [session], [live_rate], show_progress="hidden",
+                   api_visibility="private", concurrency_limit=None)
+        webcam_tab.select(lambda: gr.Timer(active=True), None, watch, api_visibility="private")
+        photo_tab.select(lambda: gr.Timer(active=False), None, watch, api_visibility="private")
+    return demo
+
+
+def photo_tab_contents(page: Page, gender_accuracy: dict[str, float | None]) -> None:
+    """The Photo tab: upload, paste or pick a photo; every face boxed with both models' answers, a table, the
+    crops, a note, the results as data, and on request where each model looks. Its event is the `/predict` API."""
+    explainers = {key: Explainer(model) for key, model in page.predictor.models.items()}
 
     def predict_photo(path: str | None, min_score: float = MIN_SCORE, explain: bool = False):
         """Annotated photo, table, crops, note, per-face data, the data's files and, on request, where each
@@ -295,10 +346,10 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
         except ImageError as error:
             # In the page, where it stays, with the previous photo's answers cleared.
             return None, [], [], f"**Could not use this file:** {error}.", [], None, []
-        result = predictor.predict(image, min_score=min_score)
+        result = page.predictor.predict(image, min_score=min_score)
         # The files go to Gradio's cache, which sweep_cache empties of old files.
-        files = write_results(results_folder / uuid.uuid4().hex, Path(path).name, result)
-        return (annotate(image, result, keys), result_table(result, names), gallery_items(result, names),
+        files = write_results(page.results_folder / uuid.uuid4().hex, Path(path).name, result)
+        return (annotate(image, result, page.keys), result_table(result, page.names), gallery_items(result, page.names),
                 photo_note(result, min_score, gender_accuracy), faces_data(result), [str(f) for f in files],
                 saliency_items(result, explainers) if explain else [])
 
@@ -308,14 +359,113 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
             return (gr.skip(),) * 7
         return predict_photo(path, min_score, explain)
 
+    with gr.Row():
+        photo = pass_uploads_as_they_are(
+            gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
+        annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
+    min_score = gr.Slider(0.8, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
+                          info="Detections scoring lower are left out: below the default they are "
+                               "mostly ears, hands and patterns. (MTCNN reports nothing under 0.8.)")
+    note = gr.Markdown(label="note", elem_id="note")
+    table = gr.Dataframe(headers=page.headers, label="Per face", interactive=False, elem_id="faces-table")
+    # fit_columns=False: one crop stays a thumbnail instead of filling the width.
+    crops = gr.Gallery(label="Face crops as the models see them", columns=6, height=230, fit_columns=False,
+                       object_fit="contain", elem_id="crops")
+    button = gr.Button("Find faces", variant="primary")
+    explain = gr.Checkbox(False, label="Show where each model looks",
+                          info="A heatmap per face and model, for the age and gender answers shown "
+                               "(Grad-CAM); about 20 ms more for one face, 45 ms for five, on a quiet "
+                               "2-core CPU.", elem_id="explain")
+    looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
+                       object_fit="contain", elem_id="saliency")
+    gr.Markdown("How to read the maps: warm colours mark the parts of the face whose features raised that "
+                "answer most (the age range the model gave, on the left; the gender it gave, on the right); "
+                "dark parts counted little. Each map is scaled to its own peak, so compare where the models "
+                "look, not how strongly. [More](https://github.com/jacobgil/pytorch-grad-cam#readme) on "
+                "Grad-CAM; how these maps were checked: docs/serving.md.", elem_id="saliency-help")
+    with gr.Accordion("Results as data: JSON and CSV", open=False):
+        faces = gr.JSON(label="faces", elem_id="faces-json")
+        downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
+    outputs = [annotated, table, crops, note, faces, downloads, looks]
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
+    if examples:  # a click on an example runs it, as an upload does
+        gr.Examples(examples=examples, inputs=[photo], outputs=outputs, fn=predict_photo, run_on_click=True,
+                    cache_examples=False, api_visibility="private")
+    inputs = [photo, min_score, explain]
+    button.click(predict_photo, inputs, outputs, api_name="predict", concurrency_id="photo", concurrency_limit=2)
+    photo.upload(predict_photo, inputs, outputs, api_name=False, concurrency_id="photo")
+    # .input: a drag, the arrow keys and a typed value all re-run the photo; while one run is
+    # going, only the last value is kept.
+    for control in (min_score, explain):
+        control.input(rescore_photo, inputs, outputs, api_name=False, concurrency_id="photo",
+                      trigger_mode="always_last")
+
+
+def webcam_tab_contents(page: Page, turns: StreamTurns, stream_every: float) -> tuple[gr.State, gr.Markdown]:
+    """The Webcam tab: frames streamed from the browser, answered annotated, each face followed by this page's
+    tracker, the camera shared in turns. Its event is the `/stream` API. Returns the page's session state and its
+    status line, which the app's timer updates when a stream stops."""
+
+    def predict_frame(frame: np.ndarray | None, session: LiveSession | None):
+        """One webcam frame; `session` (tracker, frame rate, turn) is this page's, made on its first frame."""
+        if frame is None:
+            return None, gr.skip(), gr.skip(), session
+        session = session or LiveSession()
+        session.frame_arrived(time.monotonic(), turns.gap_s)
+        if message := turns.turn(session):
+            return None, [], message, session
+        arrived = time.perf_counter()
+        image = to_rgb(Image.fromarray(frame))
+        result = session.tracker.update(page.live_predictor.predict(image))
+        annotated = np.asarray(annotate(image, result, page.keys))
+        session.meter.frame(arrived, time.perf_counter())
+        session.last_seen = time.monotonic()
+        return annotated, result_table(result, page.names), session.meter.status(), session
+
+    gr.Markdown(f"Allow the camera, then press record. Each face keeps its number while it stays in view, "
+                f"and its answers are averaged over its last {WINDOW} frames, so they hold still. Frames "
+                f"are answered as fast as this machine can, up to {1 / stream_every:.0f} a second. "
+                f"{turns.slots} people can stream at once, {turns.limit_s:.0f} s each; others wait "
+                "their turn, and this page says so.")
+    gr.HTML('<div id="camera-message" role="alert"></div>')
+    with gr.Row():
+        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                          webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
+        live = gr.Image(label="Live", format="jpeg", elem_id="live")
+    live_rate = gr.Markdown(label="status", elem_id="live-rate")
+    live_table = gr.Dataframe(headers=page.headers, label="Per face, averaged over its recent frames",
+                              interactive=False, elem_id="live-table")
+    session = gr.State(None)  # this page's LiveSession
+    # No concurrency limit of Gradio's: StreamTurns decides whose frames the models answer, and a
+    # waiting session's frames are answered at once with its place in line, not queued behind them.
+    # Gradio's time limit only ends streams left running far past their turn.
+    camera.stream(predict_frame, [camera, session], [live, live_table, live_rate, session],
+                  stream_every=stream_every, time_limit=5 * turns.limit_s, concurrency_limit=None,
+                  concurrency_id="webcam", show_progress="hidden", api_name="stream")
+    return session, live_rate
+
+
+def watch_stream(turns: StreamTurns, session: LiveSession | None):
+    """Every second on the Webcam tab: when this page's frames have stopped, give up its turn and say so."""
+    if session is None or session.last_seen is None or not session.stopped(time.monotonic(), turns.gap_s):
+        return gr.skip()
+    turns.leave(session)
+    session.last_seen = None  # said once; the next frame starts a new stream
+    return "Stopped. Press record to start again."
+
+
+def video_tab_contents(page: Page) -> None:
+    """The Video tab: a clip judged every k-th frame with the tracker; back come the annotated video, each face's
+    age over time and every answer as CSV. Its event is the `/video` API."""
+
     def predict_video(path: str | None, every: float, progress=gr.Progress()):  # noqa: B008 (Gradio reads it)
         """Annotated video, each face's age over time, every answer as CSV, and a note, for one clip."""
         if not path:
             return None, None, None, "Upload a clip first."
-        folder, name = results_folder / uuid.uuid4().hex, Path(path).name
+        folder, name = page.results_folder / uuid.uuid4().hex, Path(path).name
         started = time.perf_counter()
         try:
-            run = judge(path, predictor, int(every), out=folder / f"{Path(name).stem}_faces.mp4",
+            run = judge(path, page.predictor, int(every), out=folder / f"{Path(name).stem}_faces.mp4",
                         progress=lambda done, total: progress((done, total), desc="frames judged"),
                         max_seconds=VIDEO_MAX_SECONDS, max_bytes=VIDEO_MAX_MB * 1_000_000)
         except VideoError as error:
@@ -331,129 +481,20 @@ def build_demo(predictor: Predictor, live_predictor: Predictor | None = None, so
                 f"({len(run.judged) / seconds:.1f} frames a second on this machine).")
         return str(folder / f"{Path(name).stem}_faces.mp4"), plot, str(csv_path), note
 
-    def predict_frame(frame: np.ndarray | None, session: LiveSession | None):
-        """One webcam frame; `session` (tracker, frame rate, turn) is this page's, made on its first frame."""
-        if frame is None:
-            return None, gr.skip(), gr.skip(), session
-        session = session or LiveSession()
-        session.frame_arrived(time.monotonic(), turns.gap_s)
-        if message := turns.turn(session):
-            return None, [], message, session
-        arrived = time.perf_counter()
-        image = to_rgb(Image.fromarray(frame))
-        result = session.tracker.update(live_predictor.predict(image))
-        annotated = np.asarray(annotate(image, result, keys))
-        session.meter.frame(arrived, time.perf_counter())
-        session.last_seen = time.monotonic()
-        return annotated, result_table(result, names), session.meter.status(), session
-
-    def watch_stream(session: LiveSession | None):
-        """Every second on the Webcam tab: when this page's frames have stopped, give up its turn and say so."""
-        if session is None or session.last_seen is None or not session.stopped(time.monotonic(), turns.gap_s):
-            return gr.skip()
-        turns.leave(session)
-        session.last_seen = None  # said once; the next frame starts a new stream
-        return "Stopped. Press record to start again."
-
-    source_lines = [f"- **{names[k]}**: " + "; ".join(filter(None, (
-        sources.get(k) if sources else None,
-        f"measured on test faces: {measured[k].summary()}" if measured[k] else None))) for k in keys]
-    with gr.Blocks(title="Age and gender: from scratch vs transfer learning") as demo:
-        gr.Markdown(
-            "# Age and gender, two ways\n"
-            "Every face is found with MTCNN and judged by **Model A**, a CNN trained from scratch, and "
-            "**Model B**, a face-recognition network fine-tuned on the same data. Ages come with an 80 % range. "
-            "Both models were trained on UTKFace and FairFace and estimate apparent age and binary gender as "
-            "labelled there: a demonstration, not a judgement about anyone. Photos and camera frames are sent "
-            f"to this server to be judged; uploads and answers are deleted after {CACHE_AGE_S // 60} minutes."
-        )
-        gr.Markdown("Models in use:\n" + "\n".join(source_lines), elem_id="model-sources")
-        with gr.Tab("Photo") as photo_tab:
-            with gr.Row():
-                photo = pass_uploads_as_they_are(
-                    gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo", height=420))
-                annotated = gr.Image(type="pil", label="Faces", format="jpeg", height=420, elem_id="annotated")
-            min_score = gr.Slider(0.8, 1.0, value=MIN_SCORE, step=0.01, label="Minimum detection score",
-                                  info="Detections scoring lower are left out: below the default they are "
-                                       "mostly ears, hands and patterns. (MTCNN reports nothing under 0.8.)")
-            note = gr.Markdown(label="note", elem_id="note")
-            table = gr.Dataframe(headers=headers, label="Per face", interactive=False, elem_id="faces-table")
-            # fit_columns=False: one crop stays a thumbnail instead of filling the width.
-            crops = gr.Gallery(label="Face crops as the models see them", columns=6, height=230, fit_columns=False,
-                               object_fit="contain", elem_id="crops")
-            button = gr.Button("Find faces", variant="primary")
-            explain = gr.Checkbox(False, label="Show where each model looks",
-                                  info="A heatmap per face and model, for the age and gender answers shown "
-                                       "(Grad-CAM); about 20 ms more for one face, 45 ms for five, on a quiet "
-                                       "2-core CPU.", elem_id="explain")
-            looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
-                               object_fit="contain", elem_id="saliency")
-            gr.Markdown("How to read the maps: warm colours mark the parts of the face whose features raised that "
-                        "answer most (the age range the model gave, on the left; the gender it gave, on the right); "
-                        "dark parts counted little. Each map is scaled to its own peak, so compare where the models "
-                        "look, not how strongly. [More](https://github.com/jacobgil/pytorch-grad-cam#readme) on "
-                        "Grad-CAM; how these maps were checked: docs/serving.md.", elem_id="saliency-help")
-            with gr.Accordion("Results as data: JSON and CSV", open=False):
-                faces = gr.JSON(label="faces", elem_id="faces-json")
-                downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
-            outputs = [annotated, table, crops, note, faces, downloads, looks]
-            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
-            if examples:  # a click on an example runs it, as an upload does
-                gr.Examples(examples=examples, inputs=[photo], outputs=outputs, fn=predict_photo, run_on_click=True,
-                            cache_examples=False, api_visibility="private")
-            inputs = [photo, min_score, explain]
-            button.click(predict_photo, inputs, outputs, api_name="predict", concurrency_id="photo",
-                         concurrency_limit=2)
-            photo.upload(predict_photo, inputs, outputs, api_name=False, concurrency_id="photo")
-            # .input: a drag, the arrow keys and a typed value all re-run the photo; while one run is
-            # going, only the last value is kept.
-            for control in (min_score, explain):
-                control.input(rescore_photo, inputs, outputs, api_name=False, concurrency_id="photo",
-                              trigger_mode="always_last")
-        with gr.Tab("Webcam") as webcam_tab:
-            gr.Markdown(f"Allow the camera, then press record. Each face keeps its number while it stays in view, "
-                        f"and its answers are averaged over its last {WINDOW} frames, so they hold still. Frames "
-                        f"are answered as fast as this machine can, up to {1 / stream_every:.0f} a second. "
-                        f"{turns.slots} people can stream at once, {turns.limit_s:.0f} s each; others wait "
-                        "their turn, and this page says so.")
-            gr.HTML('<div id="camera-message" role="alert"></div>')
-            with gr.Row():
-                camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
-                                  webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
-                live = gr.Image(label="Live", format="jpeg", elem_id="live")
-            live_rate = gr.Markdown(label="status", elem_id="live-rate")
-            live_table = gr.Dataframe(headers=headers, label="Per face, averaged over its recent frames",
-                                      interactive=False, elem_id="live-table")
-            session = gr.State(None)  # this page's LiveSession
-            # No concurrency limit of Gradio's: StreamTurns decides whose frames the models answer, and a
-            # waiting session's frames are answered at once with its place in line, not queued behind them.
-            # Gradio's time limit only ends streams left running far past their turn.
-            camera.stream(predict_frame, [camera, session], [live, live_table, live_rate, session],
-                          stream_every=stream_every, time_limit=5 * turns.limit_s, concurrency_limit=None,
-                          concurrency_id="webcam", show_progress="hidden", api_name="stream")
-        with gr.Tab("Video"):
-            gr.Markdown(f"Upload a clip (mp4, webm or mov, up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_MB} MB). Every "
-                        "k-th frame is judged with the webcam's tracker, so each face keeps its number; back come "
-                        "the annotated frames as a video, each face's age over time from both models, and a CSV of "
-                        "every answer. Longer clips: `python -m demo.predict clips/ --out x.csv --every 5`.")
-            with gr.Row():
-                clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
-                annotated_video = gr.Video(label="Annotated video", elem_id="annotated-video")
-            every = gr.Slider(1, 30, value=VIDEO_EVERY, step=1, label="Judge every k-th frame",
-                              info="1 judges every frame: slower, smoother")
-            video_button = gr.Button("Judge the clip", variant="primary")
-            video_note = gr.Markdown(label="note", elem_id="video-note")
-            age_plot = gr.LinePlot(x="time_s", y="age", color="face", label="Age over time",
-                                   x_title="time (s)", y_title="age (years)", elem_id="age-plot")
-            video_csv = gr.File(label="Every answer (CSV)", elem_id="video-csv")
-            # One clip at a time: a clip is seconds to a minute of this machine.
-            video_button.click(predict_video, [clip, every], [annotated_video, age_plot, video_csv, video_note],
-                               api_name="video", concurrency_id="video", concurrency_limit=1)
-        # While the Webcam tab is open, a tick a second notices a stream that stopped (Gradio tells the
-        # server nothing when Stop is pressed).
-        watch = gr.Timer(1.0, active=False)
-        watch.tick(watch_stream, [session], [live_rate], show_progress="hidden", api_visibility="private",
-                   concurrency_limit=None)
-        webcam_tab.select(lambda: gr.Timer(active=True), None, watch, api_visibility="private")
-        photo_tab.select(lambda: gr.Timer(active=False), None, watch, api_visibility="private")
-    return demo
+    gr.Markdown(f"Upload a clip (mp4, webm or mov, up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_MB} MB). Every "
+                "k-th frame is judged with the webcam's tracker, so each face keeps its number; back come "
+                "the annotated frames as a video, each face's age over time from both models, and a CSV of "
+                "every answer. Longer clips: `python -m demo.predict clips/ --out x.csv --every 5`.")
+    with gr.Row():
+        clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
+        annotated_video = gr.Video(label="Annotated video", elem_id="annotated-video")
+    every = gr.Slider(1, 30, value=VIDEO_EVERY, step=1, label="Judge every k-th frame",
+                      info="1 judges every frame: slower, smoother")
+    video_button = gr.Button("Judge the clip", variant="primary")
+    video_note = gr.Markdown(label="note", elem_id="video-note")
+    age_plot = gr.LinePlot(x="time_s", y="age", color="face", label="Age over time",
+                           x_title="time (s)", y_title="age (years)", elem_id="age-plot")
+    video_csv = gr.File(label="Every answer (CSV)", elem_id="video-csv")
+    # One clip at a time: a clip is seconds to a minute of this machine.
+    video_button.click(predict_video, [clip, every], [annotated_video, age_plot, video_csv, video_note],
+                       api_name="video", concurrency_id="video", concurrency_limit=1)
