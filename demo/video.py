@@ -4,7 +4,8 @@ PyAV (`av` on PyPI) reads and writes the files: its wheels carry their own FFmpe
 libx264 and libvpx, so a fresh machine or a Space needs no system package (Gradio would call an
 `ffmpeg` binary that a Space may not have; docs/serving.md says why this one). The annotated video
 holds the judged frames only, at the source's rate divided by `every`, so its length is the
-clip's; H.264 in MP4 with 4:2:0 colour, which every browser plays.
+clip's; H.264 in MP4 with 4:2:0 colour, which every browser plays. A clip stored sideways with a
+display rotation (as phones record portrait video) is judged and written upright.
 """
 
 from __future__ import annotations
@@ -89,8 +90,21 @@ def probe(path: str | Path, max_seconds: float | None = None, max_bytes: int | N
     return info
 
 
+# A decoded frame turned as its display matrix says (PyAV's `frame.rotation`: degrees counterclockwise),
+# so that it is judged and drawn as a player shows it: phones store portrait video sideways and tag it.
+UPRIGHT = {90: Image.Transpose.ROTATE_90, -90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180,
+           -180: Image.Transpose.ROTATE_180}
+
+
+def upright(image: Image.Image, rotation: int) -> Image.Image:
+    """`image` as shown: turned `rotation` degrees counterclockwise (a multiple of 90; 0 leaves it)."""
+    turn = UPRIGHT.get(int(round(rotation)))
+    return image.transpose(turn) if turn is not None else image
+
+
 def frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, float, Image.Image]]:
-    """(index, seconds, RGB image) of every `every`-th frame, decoded in order; a damaged file ends in a VideoError."""
+    """(index, seconds, RGB image) of every `every`-th frame, decoded in order and turned upright (a phone's
+    display rotation applied); a damaged file ends in a VideoError."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -99,7 +113,7 @@ def frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, float, Image
             for index, frame in enumerate(container.decode(stream)):
                 if index % every == 0:
                     seconds = float(frame.pts * frame.time_base) if frame.pts is not None else math.nan
-                    yield index, seconds, frame.to_image()
+                    yield index, seconds, upright(frame.to_image(), frame.rotation)
         except av.error.FFmpegError as error:
             raise VideoError(f"{path.name} is damaged after its first frames ({error.__class__.__name__})") from None
 

@@ -109,3 +109,39 @@ def test_the_video_endpoint_gives_the_annotated_video_the_plot_and_the_csv(serve
     noise.write_bytes(b"\x00" * 3000)
     *_, note = client.predict(handle_file(str(noise)), 2, api_name="/video")
     assert note.startswith("**Could not use this file:**")
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_phone_clip_stored_sideways_is_judged_upright(predictor, tmp_path, rotation):
+    """Stored turned, tagged with the display rotation that turns it back (as phones record portrait video):
+    a face in every judged frame, and the annotated video upright, through the library and the batch CLI."""
+    from PIL import Image
+
+    from demo.predict import main as cli
+    from demo.video import UPRIGHT
+    from tools.clips import frame_at, portrait
+
+    face = portrait(ASTRONAUT)
+    stored = {90: Image.Transpose.ROTATE_270, -90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180}
+    frames = [frame_at(face, shift).transpose(stored[rotation]) for shift in (0, 4, 8, 12)]
+    assert frames[0].transpose(UPRIGHT[rotation]).size == (640, 480)  # the tag turns it back
+    clip = tmp_path / "phone.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        stream.set_display_rotation(rotation)
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = tmp_path / "annotated.mp4"
+    run = judge(clip, predictor, out=out)
+    assert [len(j.result.faces) for j in run.judged] == [1] * 4
+    with av.open(str(out)) as container:  # written upright: as wide as the upright frame, no rotation left
+        frame = next(container.decode(container.streams.video[0]))
+        assert (frame.width, frame.height) == (640, 480) and frame.rotation == 0
+    rows = tmp_path / "rows.csv"
+    cli([str(clip), "--out", str(rows), "--offline"])
+    judged = [row for row in csv.DictReader(rows.open()) if row["model"] == "a"]
+    assert sorted(int(row["frame"]) for row in judged) == [0, 1, 2, 3]
