@@ -478,7 +478,8 @@ def video_tab_contents(page: Page) -> None:
         faces = {r["face"] for r in rows}
         note = (f"{len(run.judged)} frames judged (every {run.every}: {run.info.fps:.0f} frames a second in a "
                 f"{run.info.seconds:.1f} s clip), {len(faces)} face(s) followed, in {seconds:.1f} s "
-                f"({len(run.judged) / seconds:.1f} frames a second on this machine).")
+                f"({len(run.judged) / seconds:.1f} frames a second on this machine)."
+                + (f" **{run.stopped}.**" if run.stopped else ""))
         return str(folder / f"{Path(name).stem}_faces.mp4"), plot, str(csv_path), note
 
     gr.Markdown(f"Upload a clip (mp4, webm or mov, up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_MB} MB). Every "

@@ -53,6 +53,7 @@ class VideoRun:
     info: VideoInfo
     every: int
     judged: list[JudgedFrame] = field(default_factory=list)
+    stopped: str | None = None  # why the judging stopped before the end of the clip, for the user
 
 
 def _open(path: Path):
@@ -132,6 +133,12 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
     writer = stream = None
     try:
         for index, seconds, image in frames(path, every):
+            # The limit holds on the decoded time too: a clip written live (a browser's recording) has no
+            # length in its header, and probe's check cannot see how long it is.
+            if max_seconds is not None and seconds > max_seconds:
+                run.stopped = (f"{Path(path).name} runs past {max_seconds:.0f} s, which its header did not say: the "
+                               f"first {max_seconds:.0f} s were judged, the rest was not")
+                break
             result = tracker.update(predictor.predict(image))
             run.judged.append(JudgedFrame(index, seconds, result))
             if out is not None:

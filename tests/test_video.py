@@ -145,3 +145,56 @@ def test_a_phone_clip_stored_sideways_is_judged_upright(predictor, tmp_path, rot
     cli([str(clip), "--out", str(rows), "--offline"])
     judged = [row for row in csv.DictReader(rows.open()) if row["model"] == "a"]
     assert sorted(int(row["frame"]) for row in judged) == [0, 1, 2, 3]
+
+
+def recorded_clip(path: Path, seconds: int, fps: int = 4) -> Path:
+    """A grey Matroska clip written live, as a browser's MediaRecorder writes WebM: to a stream that cannot seek
+    back, so its header never gets the duration."""
+    import io
+
+    class Pipe(io.RawIOBase):
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.data += bytes(b)
+            return len(b)
+
+    pipe = Pipe()
+    with av.open(pipe, "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 8 * (i % 30), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    path.write_bytes(bytes(pipe.data))
+    return path
+
+
+def test_a_clip_without_a_length_in_its_header_is_judged_up_to_the_limit_only(predictor, tmp_path):
+    """No duration in the header, so probe sees 0 s: the limit holds on the decoded time, and the run says the
+    rest was not judged."""
+    clip = recorded_clip(tmp_path / "recorded.mkv", seconds=5)
+    assert probe(clip).seconds == 0  # the header does not say
+    run = judge(clip, predictor, max_seconds=2)
+    assert len(run.judged) == 9 and max(j.seconds for j in run.judged) <= 2  # 0, 0.25, ... 2.0
+    assert run.stopped == "recorded.mkv runs past 2 s, which its header did not say: the first 2 s were judged, " \
+                          "the rest was not"
+    whole = judge(clip, predictor)  # no limit (the batch CLI's): every frame
+    assert whole.stopped is None and len(whole.judged) == 20
+
+
+def test_the_video_tab_judges_a_90_s_recording_without_a_length_up_to_60_s(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from demo.ui import VIDEO_MAX_SECONDS
+
+    clip = recorded_clip(tmp_path / "recorded.mkv", seconds=90, fps=1)
+    *_, csv_file, note = Client(server[0], verbose=False).predict(handle_file(str(clip)), 1, api_name="/video")
+    assert note.startswith(f"{VIDEO_MAX_SECONDS + 1} frames judged") and "the rest was not" in note
