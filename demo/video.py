@@ -3,9 +3,10 @@
 PyAV (`av` on PyPI) reads and writes the files: its wheels carry their own FFmpeg libraries, with
 libx264 and libvpx, so a fresh machine or a Space needs no system package (Gradio would call an
 `ffmpeg` binary that a Space may not have; docs/serving.md says why this one). The annotated video
-holds the judged frames only, at the source's rate divided by `every`, so its length is the
-clip's; H.264 in MP4 with 4:2:0 colour, which every browser plays. A clip stored sideways with a
-display rotation (as phones record portrait video) is judged and written upright.
+holds the judged frames only, each at its source time (a variable-frame-rate clip keeps its
+pauses), so its length is the clip's; H.264 in MP4 with 4:2:0 colour, which every browser plays.
+A clip stored sideways with a display rotation (as phones record portrait video) is judged and
+written upright.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from demo.tracking import FaceTracker
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
 OUTPUT_MAX_SIDE = 1280  # annotated frames larger than this are shrunk before encoding (encoding time)
+OUTPUT_TICKS = 1000  # the annotated video's clock: each frame at its source time, to the millisecond
 
 
 class VideoError(ValueError):
@@ -130,7 +132,7 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
     run = VideoRun(info, every)
     total = math.ceil(info.frames / every) if info.frames else 0
     tracker, keys = FaceTracker(), list(predictor.models)
-    writer = stream = None
+    video = None
     try:
         for index, seconds, image in frames(path, every):
             # The limit holds on the decoded time too: a clip written live (a browser's recording) has no
@@ -143,38 +145,66 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
             run.judged.append(JudgedFrame(index, seconds, result))
             if out is not None:
                 drawn = annotate(image, result, keys)
-                if writer is None:
-                    writer, stream = _writer(out, drawn.size, info.fps / every)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(_even(drawn, stream), format="rgb24")):
-                    writer.mux(packet)
+                video = video or AnnotatedVideo(out, drawn.size, info.fps / every)
+                video.add(drawn, seconds if math.isfinite(seconds) else index / info.fps)
             if progress is not None:
                 progress(len(run.judged), max(total, len(run.judged)))
         if not run.judged:
             raise VideoError(f"{Path(path).name} has no frame we could decode")
-        if writer is not None:
-            for packet in stream.encode():
-                writer.mux(packet)
+        if video is not None:
+            video.finish(info.seconds, every / info.fps)
     finally:
-        if writer is not None:
-            writer.close()
+        if video is not None:
+            video.close()
     return run
 
 
-def _writer(out: Path, size: tuple[int, int], fps: float):
-    scale = min(1.0, OUTPUT_MAX_SIDE / max(size))
-    # 4:2:0 needs even sides.
-    width, height = (max(2, int(side * scale) // 2 * 2) for side in size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # faststart: the index first, so a browser starts playing before the whole file has arrived.
-    writer = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
-    stream = writer.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.options = {"crf": "23", "preset": "veryfast"}
-    return writer, stream
+class AnnotatedVideo:
+    """The annotated frames as H.264 in MP4, each at its source time (OUTPUT_TICKS a second): a variable-frame-rate
+    clip keeps its pauses and its length. Each frame lasts until the next one added, the last until the clip's end,
+    so a frame is encoded only once the next one's time is known."""
 
+    def __init__(self, out: Path, size: tuple[int, int], fps: float) -> None:
+        scale = min(1.0, OUTPUT_MAX_SIDE / max(size))
+        # 4:2:0 needs even sides.
+        self.size = tuple(max(2, int(side * scale) // 2 * 2) for side in size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # faststart: the index first, so a browser starts playing before the whole file has arrived.
+        self.container = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
+        self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        self.stream.width, self.stream.height = self.size
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.codec_context.time_base = Fraction(1, OUTPUT_TICKS)
+        self.stream.options = {"crf": "23", "preset": "veryfast"}
+        self.pending: av.VideoFrame | None = None
+        self.durations: dict[int, int] = {}  # pts -> how long that frame lasts (the encoder does not keep it)
 
-def _even(image: Image.Image, stream) -> np.ndarray:
-    """The frame at the encoder's size (shrunk and evened as _writer chose)."""
-    if image.size != (stream.width, stream.height):
-        image = image.resize((stream.width, stream.height), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+    def add(self, image: Image.Image, seconds: float) -> None:
+        if image.size != self.size:
+            image = image.resize(self.size, Image.Resampling.BILINEAR)
+        frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
+        last = -1 if self.pending is None else self.pending.pts
+        frame.pts, frame.time_base = max(round(seconds * OUTPUT_TICKS), last + 1), Fraction(1, OUTPUT_TICKS)
+        self._encode(frame.pts)
+        self.pending = frame
+
+    def finish(self, clip_seconds: float, step_seconds: float) -> None:
+        """Encode the last frame, lasting to the clip's end (or one step where the clip's length is unknown)."""
+        if self.pending is not None:
+            end = round(clip_seconds * OUTPUT_TICKS)
+            self._encode(end if end > self.pending.pts else self.pending.pts + round(step_seconds * OUTPUT_TICKS))
+        self._mux(self.stream.encode())
+
+    def close(self) -> None:
+        self.container.close()
+
+    def _encode(self, until: int) -> None:
+        if self.pending is not None:
+            self.durations[self.pending.pts] = max(1, until - self.pending.pts)
+            self._mux(self.stream.encode(self.pending))
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            if packet.pts is not None and packet.pts in self.durations:
+                packet.duration = self.durations.pop(packet.pts)
+            self.container.mux(packet)

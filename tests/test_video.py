@@ -47,7 +47,9 @@ def test_a_clip_is_judged_frame_by_frame_and_comes_back_annotated(predictor, tmp
     with av.open(str(out)) as container:  # H.264 in MP4, 4:2:0: plays in every browser
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
-        assert sum(1 for _ in container.decode(stream)) == 6 and float(stream.average_rate) == 3
+        times = [round(float(f.pts * f.time_base), 3) for f in container.decode(stream)]
+        assert times == [round(j.seconds, 3) for j in run.judged]  # each at its source time
+        assert float(stream.average_rate) == pytest.approx(3, rel=1e-3)
 
 
 def test_bad_videos_get_clear_messages(tmp_path):
@@ -198,3 +200,33 @@ def test_the_video_tab_judges_a_90_s_recording_without_a_length_up_to_60_s(serve
     clip = recorded_clip(tmp_path / "recorded.mkv", seconds=90, fps=1)
     *_, csv_file, note = Client(server[0], verbose=False).predict(handle_file(str(clip)), 1, api_name="/video")
     assert note.startswith(f"{VIDEO_MAX_SECONDS + 1} frames judged") and "the rest was not" in note
+
+
+def test_a_variable_frame_rate_clip_keeps_its_times(predictor, tmp_path):
+    """Ten frames at 5 a second, a 4 s pause, ten more (a phone that dropped frames): the rows and the annotated
+    video's frames both carry the source times, every 2nd frame as every one."""
+    from tools.clips import frame_at, portrait
+
+    face = portrait(ASTRONAUT)
+    times = [i / 5 for i in range(10)] + [5.8 + i / 5 for i in range(10)]
+    clip = tmp_path / "vfr.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.asarray(frame_at(face, 2 * i)), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for every in (1, 2):
+        out = tmp_path / f"annotated_{every}.mp4"
+        run = judge(clip, predictor, every=every, out=out)
+        assert [round(j.seconds, 3) for j in run.judged] == [round(t, 3) for t in times[::every]]
+        with av.open(str(out)) as container:
+            shown = [round(float(f.pts * f.time_base), 3) for f in container.decode(container.streams.video[0])]
+            length = container.duration / 1e6
+        assert shown == [round(t, 3) for t in times[::every]]  # frame 10 at 5.8 s, not at 2.0 s
+        assert length == pytest.approx(probe(clip).seconds, abs=0.01)  # as long as the source
