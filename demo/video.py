@@ -11,6 +11,7 @@ written upright.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,9 +26,13 @@ from demo.draw import annotate
 from demo.predictor import ImageResult, Predictor
 from demo.tracking import FaceTracker
 
+log = logging.getLogger(__name__)
+
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"}
 OUTPUT_MAX_SIDE = 1280  # annotated frames larger than this are shrunk before encoding (encoding time)
 OUTPUT_TICKS = 1000  # the annotated video's clock: each frame at its source time, to the millisecond
+# Sound codecs an MP4 holds, copied as they are into the annotated video; others (Vorbis, PCM) are left out.
+MP4_SOUND = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
 
 
 class VideoError(ValueError):
@@ -145,14 +150,15 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
             run.judged.append(JudgedFrame(index, seconds, result))
             if out is not None:
                 drawn = annotate(image, result, keys)
-                video = video or AnnotatedVideo(out, drawn.size, info.fps / every)
+                video = video or AnnotatedVideo(out, drawn.size, info.fps / every, sound_of=Path(path))
                 video.add(drawn, seconds if math.isfinite(seconds) else index / info.fps)
             if progress is not None:
                 progress(len(run.judged), max(total, len(run.judged)))
         if not run.judged:
             raise VideoError(f"{Path(path).name} has no frame we could decode")
         if video is not None:
-            video.finish(info.seconds, every / info.fps)
+            # The sound as far as the frames were judged (all of it, unless a limit stopped them).
+            video.finish(info.seconds, every / info.fps, until=run.judged[-1].seconds if run.stopped else None)
     finally:
         if video is not None:
             video.close()
@@ -162,9 +168,10 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
 class AnnotatedVideo:
     """The annotated frames as H.264 in MP4, each at its source time (OUTPUT_TICKS a second): a variable-frame-rate
     clip keeps its pauses and its length. Each frame lasts until the next one added, the last until the clip's end,
-    so a frame is encoded only once the next one's time is known."""
+    so a frame is encoded only once the next one's time is known. The sound of `sound_of`, where it has one the
+    MP4 can hold (AAC, MP3, Opus, ...), is copied in as it is, not re-encoded."""
 
-    def __init__(self, out: Path, size: tuple[int, int], fps: float) -> None:
+    def __init__(self, out: Path, size: tuple[int, int], fps: float, sound_of: Path | None = None) -> None:
         scale = min(1.0, OUTPUT_MAX_SIDE / max(size))
         # 4:2:0 needs even sides.
         self.size = tuple(max(2, int(side * scale) // 2 * 2) for side in size)
@@ -178,6 +185,15 @@ class AnnotatedVideo:
         self.stream.options = {"crf": "23", "preset": "veryfast"}
         self.pending: av.VideoFrame | None = None
         self.durations: dict[int, int] = {}  # pts -> how long that frame lasts (the encoder does not keep it)
+        self.source, self.sound = None, None  # the clip the sound comes from, and its stream in the output
+        if sound_of is not None:
+            self.source = av.open(str(sound_of))
+            audio = self.source.streams.audio[0] if self.source.streams.audio else None
+            if audio is not None and audio.codec_context.name not in MP4_SOUND:
+                log.warning("the sound of %s (%s) is not copied: MP4 cannot hold it", sound_of.name,
+                            audio.codec_context.name)
+            elif audio is not None:  # every stream must be added before the first packet is written
+                self.sound = self.container.add_stream_from_template(audio)
 
     def add(self, image: Image.Image, seconds: float) -> None:
         if image.size != self.size:
@@ -188,15 +204,33 @@ class AnnotatedVideo:
         self._encode(frame.pts)
         self.pending = frame
 
-    def finish(self, clip_seconds: float, step_seconds: float) -> None:
-        """Encode the last frame, lasting to the clip's end (or one step where the clip's length is unknown)."""
+    def finish(self, clip_seconds: float, step_seconds: float, until: float | None = None) -> None:
+        """Encode the last frame, lasting to the clip's end (or one step where the clip's length is unknown), and
+        copy the sound, up to `until` seconds if given."""
         if self.pending is not None:
             end = round(clip_seconds * OUTPUT_TICKS)
             self._encode(end if end > self.pending.pts else self.pending.pts + round(step_seconds * OUTPUT_TICKS))
         self._mux(self.stream.encode())
+        if self.sound is not None:
+            self._copy_sound(until)
 
     def close(self) -> None:
         self.container.close()
+        if self.source is not None:
+            self.source.close()
+
+    def _copy_sound(self, until: float | None) -> None:
+        audio = self.source.streams.audio[0]
+        try:
+            for packet in self.source.demux(audio):
+                if packet.dts is None:  # the demuxer's last, empty packet
+                    continue
+                if until is not None and packet.pts is not None and float(packet.pts * packet.time_base) > until:
+                    break
+                packet.stream = self.sound
+                self.container.mux(packet)
+        except av.error.FFmpegError as error:  # a damaged sound track: the video keeps what was copied
+            log.warning("the sound was copied only in part: %s", error)
 
     def _encode(self, until: int) -> None:
         if self.pending is not None:

@@ -230,3 +230,49 @@ def test_a_variable_frame_rate_clip_keeps_its_times(predictor, tmp_path):
             length = container.duration / 1e6
         assert shown == [round(t, 3) for t in times[::every]]  # frame 10 at 5.8 s, not at 2.0 s
         assert length == pytest.approx(probe(clip).seconds, abs=0.01)  # as long as the source
+
+
+def clip_with_sound(path: Path, seconds: float = 2.0, fps: int = 6) -> Path:
+    """The sliding portrait with a 440 Hz tone (AAC), as a phone's clip has sound."""
+    from tools.clips import frame_at, portrait
+
+    face = portrait(ASTRONAUT)
+    rate = 16000
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 640, 480, "yuv420p"
+        sound = container.add_stream("aac", rate=rate)
+        for i in range(int(seconds * fps)):
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.asarray(frame_at(face, 3 * i)), format="rgb24")):
+                container.mux(packet)
+        tone = (np.sin(np.arange(int(seconds * rate)) * 440 * 2 * np.pi / rate) * 0.3).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="flt", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            for packet in sound.encode(frame):
+                container.mux(packet)
+        for stream in (video, sound):
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def _sound_seconds(path: Path) -> float:
+    with av.open(str(path)) as container:
+        assert container.streams.audio, "no sound"
+        frames = list(container.decode(container.streams.audio[0]))
+        return sum(f.samples for f in frames) / frames[0].sample_rate
+
+
+def test_the_annotated_video_keeps_the_clips_sound(predictor, server, tmp_path):
+    clip = clip_with_sound(tmp_path / "phone.mp4")
+    out = tmp_path / "annotated.mp4"
+    judge(clip, predictor, every=2, out=out)
+    assert _sound_seconds(out) == pytest.approx(_sound_seconds(clip), abs=0.05) and _sound_seconds(out) > 1.9
+    with av.open(str(out)) as container:
+        assert container.duration / 1e6 == pytest.approx(2.0, abs=0.1)  # the source's length, sound and frames
+    # Through the app's API, as a visitor's upload.
+    from gradio_client import Client, handle_file
+
+    video, *_ = Client(server[0], verbose=False).predict(handle_file(str(clip)), 2, api_name="/video")
+    assert _sound_seconds(Path(video["video"] if isinstance(video, dict) else video)) > 1.9
