@@ -12,7 +12,9 @@ webcam's tracker), and each row names its frame (from 0) and time in seconds. An
 face (or none big enough) gets one row with an empty `face` and a `note` (a video frame without
 faces gets none); an unreadable file gets one row with `error` set. Neither stops the run.
 
-Rows are written as each photo is done (nothing is held for the end), and re-running the same
+Rows are written as each photo, or each judged frame of a video, is done (nothing is held for the
+end: memory stays flat whatever a clip's length; a clip damaged or cut off part-way keeps the rows
+before the damage and gets a row whose `error` says where it stopped), and re-running the same
 command on an existing --out continues it: the photos it already holds are skipped (the last one is
 done again, in case the run stopped while writing it). --workers decode the next photos while the
 current one is judged. --shard I/N takes every Nth photo from the Ith, so N processes (or machines,
@@ -112,14 +114,19 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
         if f.tell() == 0:
             writer.writeheader()
         for path, image in tqdm(decoded(todo, workers), total=len(todo), desc="images", unit="img", file=sys.stderr):
-            if isinstance(image, Path):  # a video
+            if isinstance(image, Path):  # a video: each frame's rows written as it is judged, none kept
+                def write_frame(judged, path=path):
+                    writer.writerows(rows_for(str(path), judged.result, judged.frame, judged.seconds))
+                    f.flush()
+
                 try:
-                    video = judge(image, predictor, every)
+                    video = judge(image, predictor, every, on_frame=write_frame, keep=False)
                 except VideoError as error:
                     image = error
                 else:
-                    for judged in video.judged:
-                        writer.writerows(rows_for(str(path), judged.result, judged.frame, judged.seconds))
+                    if video.stopped:  # damaged or cut off part-way: the frames before it stand, and a row says why
+                        log.warning("%s: %s", path, video.stopped)
+                        writer.writerow({"file": str(path), "error": video.stopped})
                     done += 1
             if isinstance(image, Exception):
                 failed += 1

@@ -59,8 +59,9 @@ class JudgedFrame:
 class VideoRun:
     info: VideoInfo
     every: int
-    judged: list[JudgedFrame] = field(default_factory=list)
+    judged: list[JudgedFrame] = field(default_factory=list)  # unless judged with keep=False
     stopped: str | None = None  # why the judging stopped before the end of the clip, for the user
+    count: int = 0  # frames judged
 
 
 def _open(path: Path):
@@ -117,29 +118,38 @@ def frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, float, Image
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        index = -1
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index % every == 0:
                     seconds = float(frame.pts * frame.time_base) if frame.pts is not None else math.nan
                     yield index, seconds, upright(frame.to_image(), frame.rotation)
         except av.error.FFmpegError as error:
-            raise VideoError(f"{path.name} is damaged after its first frames ({error.__class__.__name__})") from None
+            raise VideoError(f"{path.name} is damaged at frame {index + 1}: it does not decode from there "
+                             f"({error.__class__.__name__})") from None
 
 
 def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | None = None,
           progress: Callable[[int, int], None] | None = None, max_seconds: float | None = None,
-          max_bytes: int | None = None) -> VideoRun:
+          max_bytes: int | None = None, on_frame: Callable[[JudgedFrame], None] | None = None,
+          keep: bool = True) -> VideoRun:
     """Every `every`-th frame through `predictor` and one tracker (each face keeps its number), written
-    annotated to `out` (MP4) if given. `progress(done, total)` is told after each judged frame."""
+    annotated to `out` (MP4) if given. `progress(done, total)` is told after each judged frame, and
+    `on_frame` is given each as it is judged; `keep=False` keeps none in the run (memory stays flat
+    whatever the clip's length: the batch CLI writes each frame's rows as it comes).
+
+    A clip damaged or cut off part-way is judged up to where it stops decoding, and `run.stopped` says
+    where and why; one with no frame to judge is refused with a VideoError.
+    """
     if every < 1:
         raise ValueError("every must be at least 1")
     info = probe(path, max_seconds, max_bytes)
     run = VideoRun(info, every)
     total = math.ceil(info.frames / every) if info.frames else 0
     tracker, keys = FaceTracker(), list(predictor.models)
-    video = None
+    video, last = None, None
     try:
-        for index, seconds, image in frames(path, every):
+        for index, seconds, image in _until_damaged(frames(path, every), run):
             # The limit holds on the decoded time too: a clip written live (a browser's recording) has no
             # length in its header, and probe's check cannot see how long it is.
             if max_seconds is not None and seconds > max_seconds:
@@ -147,22 +157,43 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
                                f"first {max_seconds:.0f} s were judged, the rest was not")
                 break
             result = tracker.update(predictor.predict(image))
-            run.judged.append(JudgedFrame(index, seconds, result))
+            last = JudgedFrame(index, seconds, result)
+            run.count += 1
+            if keep:
+                run.judged.append(last)
+            if on_frame is not None:
+                on_frame(last)
             if out is not None:
                 drawn = annotate(image, result, keys)
                 video = video or AnnotatedVideo(out, drawn.size, info.fps / every, sound_of=Path(path))
                 video.add(drawn, seconds if math.isfinite(seconds) else index / info.fps)
             if progress is not None:
-                progress(len(run.judged), max(total, len(run.judged)))
-        if not run.judged:
-            raise VideoError(f"{Path(path).name} has no frame we could decode")
+                progress(run.count, max(total, run.count))
+        if last is None:
+            raise VideoError(run.stopped or f"{Path(path).name} has no frame we could decode")
+        if not run.stopped and info.seconds - (last.seconds + every / info.fps) > CUT_TOLERANCE_S:
+            run.stopped = (f"{Path(path).name} ends at {last.seconds:.1f} s, before the {info.seconds:.1f} s its "
+                           "header gives (cut off?): judged up to there")
         if video is not None:
-            # The sound as far as the frames were judged (all of it, unless a limit stopped them).
-            video.finish(info.seconds, every / info.fps, until=run.judged[-1].seconds if run.stopped else None)
+            # The sound as far as the frames were judged (all of it, unless the clip stopped early).
+            video.finish(info.seconds, every / info.fps, until=last.seconds if run.stopped else None)
     finally:
         if video is not None:
             video.close()
     return run
+
+
+# A clip whose frames end this much before the length its header gives was cut off (and is said to be).
+CUT_TOLERANCE_S = 0.5
+
+
+def _until_damaged(frames: Iterator[tuple[int, float, Image.Image]], run: VideoRun
+                   ) -> Iterator[tuple[int, float, Image.Image]]:
+    """The frames until one fails to decode; then `run.stopped` says why, and the frames so far stand."""
+    try:
+        yield from frames
+    except VideoError as error:
+        run.stopped = str(error)
 
 
 class AnnotatedVideo:

@@ -65,16 +65,36 @@ def test_bad_videos_get_clear_messages(tmp_path):
             probe(path, max_seconds=2)
 
 
-def test_a_clip_cut_short_is_judged_as_far_as_it_goes_or_refused_clearly(predictor, tmp_path):
-    clip = make_clip(tmp_path / "clip.mp4", frames=12)
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
-    try:
-        run = judge(cut, predictor)
-    except VideoError as error:
-        assert "cut.mp4" in str(error)
-    else:
-        assert 0 < len(run.judged) <= 12
+def test_a_clip_cut_off_part_way_is_judged_up_to_the_cut_and_says_so(predictor, tmp_path):
+    """A Matroska clip of 8 s cut off inside its 31st frame's data (at that packet's byte offset, as a download
+    or a recording that stopped): the library and the batch CLI judge the frames before the cut, and say where
+    and why they stopped; nothing is refused, nothing judged twice."""
+    from demo.predict import main as cli
+    from tools.clips import frame_at, portrait
+
+    face = portrait(ASTRONAUT)
+    clip = tmp_path / "whole.mkv"
+    with av.open(str(clip), "w", options={"cluster_time_limit": "500"}) as container:  # clusters of 0.5 s
+        stream = container.add_stream("libx264", rate=6)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for i in range(48):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame_at(face, i)), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(clip)) as container:
+        offsets = sorted(p.pos for p in container.demux(container.streams.video[0]) if p.pos is not None and p.pos > 0)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(clip.read_bytes()[: offsets[30]])
+    run = judge(cut, predictor)
+    assert 10 <= len(run.judged) < 48 and [j.frame for j in run.judged] == list(range(len(run.judged)))
+    assert run.stopped.startswith("cut.mkv ends at") and "before the 8.0 s its header gives" in run.stopped
+    rows = tmp_path / "rows.csv"
+    cli([str(cut), "--out", str(rows), "--offline"])
+    written = list(csv.DictReader(rows.open()))
+    judged = sorted({int(row["frame"]) for row in written if row["frame"]})
+    assert judged == [j.frame for j in run.judged]  # the rows up to the cut, each frame once
+    assert written[-1]["error"] == run.stopped and not written[-1]["frame"]  # the last row says why it stopped
 
 
 def test_the_batch_cli_gives_a_row_per_frame_face_and_model(tmp_path, capsys):
