@@ -3,6 +3,7 @@
     python -m demo.predict photos/ more.jpg --out results.csv [--device cpu|cuda] [--models a,b] [--offline]
         [--min-score 0.95] [--workers 2]
     python -m demo.predict clips/ --out results.csv --every 5          # videos: every 5th frame
+    python -m demo.predict clips/ --out results.csv --every-seconds 0.5  # or two frames a second of the clip
     python -m demo.predict photos/ --out part0.csv --shard 0/2      # this process's half (another runs 1/2)
     python -m demo.predict photos/ --out results.csv --merge part0.csv part1.csv
 
@@ -99,9 +100,9 @@ def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
 
 
 def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, int] = (0, 1),
-        workers: int = 2, every: int = 1) -> tuple[int, int]:
-    """Writes (or continues) the CSV for this shard's photos and videos (every `every`-th frame); returns (files
-    read, files that could not be read)."""
+        workers: int = 2, every: int = 1, every_seconds: float | None = None) -> tuple[int, int]:
+    """Writes (or continues) the CSV for this shard's photos and videos (every `every`-th frame, or one every
+    `every_seconds`); returns (files read, files that could not be read)."""
     index, count = shard
     mine = list(iter_paths(paths))[index::count]
     finished = finished_files(out)
@@ -120,7 +121,8 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
                     f.flush()
 
                 try:
-                    video = judge(image, predictor, every, on_frame=write_frame, keep=False)
+                    video = judge(image, predictor, every, on_frame=write_frame, keep=False,
+                                  every_seconds=every_seconds)
                 except VideoError as error:
                     image = error
                 else:
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"leave out detections scoring below this (default {MIN_SCORE})")
     parser.add_argument("--workers", type=int, default=2, help="threads decoding the next photos (0: none)")
     parser.add_argument("--every", type=int, default=1, help="videos: judge every Nth frame (default: every one)")
+    parser.add_argument("--every-seconds", type=float, metavar="T",
+                        help="videos: judge one frame every T seconds of the clip's own clock instead (even in "
+                             "time when the frame rate varies)")
     parser.add_argument("--shard", type=parse_shard, help="I/N: this process's share of the photos (default: all, "
                         "or RANK/WORLD_SIZE under torchrun)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="PART", help="join these shard CSVs into --out")
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("not found: " + ", ".join(map(str, missing)))
     if args.every < 1:
         parser.error("--every takes a whole number of frames, 1 or more")
+    if args.every_seconds is not None and not args.every_seconds > 0:
+        parser.error("--every-seconds takes a positive number of seconds")
     if not 0.0 <= args.min_score <= 1.0:
         parser.error("--min-score is a detection probability between 0 and 1")
     try:
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     predictor = Predictor(models, FaceDetector(device=args.device), min_score=args.min_score)
     try:
-        done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers, args.every)
+        done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers, args.every,
+                           args.every_seconds)
     except KeyboardInterrupt:  # Ctrl-C: the rows written stay, and the same command carries on from them
         print(f"\nStopped. The photos finished are in {args.out}; run the same command again to continue.",
               file=sys.stderr)

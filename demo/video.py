@@ -111,19 +111,27 @@ def upright(image: Image.Image, rotation: int) -> Image.Image:
     return image.transpose(turn) if turn is not None else image
 
 
-def frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, float, Image.Image]]:
-    """(index, seconds, RGB image) of every `every`-th frame, decoded in order and turned upright (a phone's
-    display rotation applied); a damaged file ends in a VideoError."""
+def frames(path: str | Path, every: int = 1, every_seconds: float | None = None
+           ) -> Iterator[tuple[int, float, Image.Image]]:
+    """(index, seconds, RGB image) of every `every`-th frame, or with `every_seconds` the first frame at or after
+    each multiple of that many seconds of the clip's own clock (a variable-frame-rate clip sampled evenly in
+    time), decoded in order and turned upright (a phone's display rotation applied); a damaged file ends in a
+    VideoError."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        index = -1
+        index, due = -1, 0.0  # due: the next sampling time, with every_seconds
         try:
             for index, frame in enumerate(container.decode(stream)):
-                if index % every == 0:
-                    seconds = float(frame.pts * frame.time_base) if frame.pts is not None else math.nan
-                    yield index, seconds, upright(frame.to_image(), frame.rotation)
+                seconds = float(frame.pts * frame.time_base) if frame.pts is not None else math.nan
+                if every_seconds is not None and math.isfinite(seconds):
+                    if seconds + 1e-6 < due:
+                        continue
+                    due = (math.floor(seconds / every_seconds + 1e-6) + 1) * every_seconds
+                elif index % every:
+                    continue
+                yield index, seconds, upright(frame.to_image(), frame.rotation)
         except av.error.FFmpegError as error:
             raise VideoError(f"{path.name} is damaged at frame {index + 1}: it does not decode from there "
                              f"({error.__class__.__name__})") from None
@@ -132,8 +140,9 @@ def frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, float, Image
 def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | None = None,
           progress: Callable[[int, int], None] | None = None, max_seconds: float | None = None,
           max_bytes: int | None = None, on_frame: Callable[[JudgedFrame], None] | None = None,
-          keep: bool = True) -> VideoRun:
-    """Every `every`-th frame through `predictor` and one tracker (each face keeps its number), written
+          keep: bool = True, every_seconds: float | None = None) -> VideoRun:
+    """Every `every`-th frame (or one every `every_seconds`, `frames`) through `predictor` and one tracker (each
+    face keeps its number), written
     annotated to `out` (MP4) if given. `progress(done, total)` is told after each judged frame, and
     `on_frame` is given each as it is judged; `keep=False` keeps none in the run (memory stays flat
     whatever the clip's length: the batch CLI writes each frame's rows as it comes).
@@ -145,11 +154,15 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
         raise ValueError("every must be at least 1")
     info = probe(path, max_seconds, max_bytes)
     run = VideoRun(info, every)
-    total = math.ceil(info.frames / every) if info.frames else 0
+    if every_seconds is not None and not every_seconds > 0:
+        raise ValueError("every_seconds must be positive")
+    step = every_seconds if every_seconds is not None else every / info.fps  # seconds between judged frames
+    total = (math.ceil(info.seconds / every_seconds) if every_seconds is not None
+             else math.ceil(info.frames / every) if info.frames else 0)
     tracker, keys = FaceTracker(), list(predictor.models)
     video, last = None, None
     try:
-        for index, seconds, image in _until_damaged(frames(path, every), run):
+        for index, seconds, image in _until_damaged(frames(path, every, every_seconds), run):
             # The limit holds on the decoded time too: a clip written live (a browser's recording) has no
             # length in its header, and probe's check cannot see how long it is.
             if max_seconds is not None and seconds > max_seconds:
@@ -165,18 +178,18 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
                 on_frame(last)
             if out is not None:
                 drawn = annotate(image, result, keys)
-                video = video or AnnotatedVideo(out, drawn.size, info.fps / every, sound_of=Path(path))
+                video = video or AnnotatedVideo(out, drawn.size, 1 / step, sound_of=Path(path))
                 video.add(drawn, seconds if math.isfinite(seconds) else index / info.fps)
             if progress is not None:
                 progress(run.count, max(total, run.count))
         if last is None:
             raise VideoError(run.stopped or f"{Path(path).name} has no frame we could decode")
-        if not run.stopped and info.seconds - (last.seconds + every / info.fps) > CUT_TOLERANCE_S:
+        if not run.stopped and info.seconds - (last.seconds + step) > CUT_TOLERANCE_S:
             run.stopped = (f"{Path(path).name} ends at {last.seconds:.1f} s, before the {info.seconds:.1f} s its "
                            "header gives (cut off?): judged up to there")
         if video is not None:
             # The sound as far as the frames were judged (all of it, unless the clip stopped early).
-            video.finish(info.seconds, every / info.fps, until=last.seconds if run.stopped else None)
+            video.finish(info.seconds, step, until=last.seconds if run.stopped else None)
     finally:
         if video is not None:
             video.close()

@@ -250,6 +250,14 @@ def test_a_variable_frame_rate_clip_keeps_its_times(predictor, tmp_path):
             length = container.duration / 1e6
         assert shown == [round(t, 3) for t in times[::every]]  # frame 10 at 5.8 s, not at 2.0 s
         assert length == pytest.approx(probe(clip).seconds, abs=0.01)  # as long as the source
+    # Sampled by the clip's clock, one frame a second: even in time across the pause, in the library and the CLI.
+    run = judge(clip, predictor, every_seconds=1.0)
+    assert [round(j.seconds, 3) for j in run.judged] == [0.0, 1.0, 5.8, 6.0, 7.0]
+    from demo.predict import main as cli
+
+    rows = tmp_path / "rows.csv"
+    cli([str(clip), "--out", str(rows), "--offline", "--every-seconds", "1"])
+    assert sorted({float(r["time_s"]) for r in csv.DictReader(rows.open())}) == [0.0, 1.0, 5.8, 6.0, 7.0]
 
 
 def clip_with_sound(path: Path, seconds: float = 2.0, fps: int = 6) -> Path:
