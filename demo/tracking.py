@@ -1,10 +1,13 @@
 """Faces followed from frame to frame (webcam, video), each model's answers averaged over a face's recent frames.
 
 A small tracker, not a tracker package: a camera shows a few faces at a few frames a second. Each
-track remembers where its face was and how fast it moved; a new frame's detections are assigned to
-the tracks (an optimal assignment, `assign`) by how far each detection lies from where the track's
-face should be now, measured in face widths, so a face that moves half its width between frames
-keeps its number at 4 frames a second as at 8. (ByteTrack and the like earn their keep on crowds at
+track remembers where its face was and how fast it moved, per second of the frames' own times; a
+new frame's detections are assigned to the tracks (an optimal assignment, `assign`) by how far
+each detection lies from where the track's face should be now, measured in face widths, so a face
+that moves half its width between frames keeps its number at 4 frames a second as at 8, a frame
+dropped under load does not misplace it, and two faces crossing each other keep their own numbers
+(each is where its own motion puts it; the place the other one just left is no shortcut).
+(ByteTrack and the like earn their keep on crowds at
 video rates, where appearance and low-score detections matter.)
 
 The box drawn is the one detected in this frame: averaging positions makes a moving face's box
@@ -27,7 +30,7 @@ from demo.heads import AGE_MIN, gender_call
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 
 # A detection continues a track when its centre lies within this many of the track's face widths of
-# where the face should be (moved on at its last speed) or of where it was last seen.
+# where the face should be (moved on at its speed), plus as far as it was expected to move (Track.gate).
 MAX_JUMP = 1.0
 # One face's detected width changes by at most this factor between two frames.
 MAX_SIZE_CHANGE = 1.6
@@ -97,22 +100,29 @@ def assign(cost: np.ndarray, gate: float) -> list[tuple[int, int]]:
 class Track:
     number: int  # shown on the face while it stays
     box: Box  # where it was last detected
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre's pixels a frame
+    seen_at: float = 0.0  # when: seconds (or frames, for a tracker given no times)
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # centre's pixels a second (or a frame)
     answers: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # per frame: model key -> ModelAnswer
     missed: int = 0
     genders: dict = field(default_factory=dict)  # model key -> the gender call shown last (held near the threshold)
 
-    def distance(self, box: Box) -> float:
-        """How far a detection lies from this face, in its face widths: from where it should be now, or
-        from where it was (whichever is nearer: a face that turns round is near the second)."""
-        seen = centre(self.box)
-        expected = seen + self.velocity * (self.missed + 1)
-        return min(np.linalg.norm(centre(box) - expected), np.linalg.norm(centre(box) - seen)) / width(self.box)
+    def expected(self, now: float) -> np.ndarray:
+        """Where the face should be at `now`, moved on at its speed since it was last seen."""
+        return centre(self.box) + self.velocity * (now - self.seen_at)
 
-    def follow(self, box: Box) -> None:
-        step = (centre(box) - centre(self.box)) / (self.missed + 1)
+    def distance(self, box: Box, now: float) -> float:
+        """How far a detection lies from where this face should be now, in its face widths."""
+        return float(np.linalg.norm(centre(box) - self.expected(now))) / width(self.box)
+
+    def gate(self, now: float, max_jump: float) -> float:
+        """The farthest (in face widths) a detection may lie from where this face should be and still be it:
+        `max_jump`, and as far again as the face was expected to move (it may have stopped or turned)."""
+        return max_jump + float(np.linalg.norm(self.velocity)) * (now - self.seen_at) / width(self.box)
+
+    def follow(self, box: Box, now: float) -> None:
+        step = (centre(box) - centre(self.box)) / max(now - self.seen_at, 1e-6)
         self.velocity = SPEED_GAIN * step + (1 - SPEED_GAIN) * self.velocity
-        self.box, self.missed = box, 0
+        self.box, self.missed, self.seen_at = box, 0, now
 
 
 class FaceTracker:
@@ -122,20 +132,26 @@ class FaceTracker:
         self.window, self.max_jump, self.max_missed = window, max_jump, max_missed
         self.tracks: list[Track] = []
         self._next_number = 1
+        self._frames = 0  # the clock of a tracker given no times: frames
 
-    def match(self, boxes: list[Box]) -> dict[int, int]:
-        """Detection index -> track index, for the detections that continue a track."""
+    def match(self, boxes: list[Box], now: float) -> dict[int, int]:
+        """Detection index -> track index, for the detections that continue a track: the assignment of least
+        total distance from where each face should be (each distance over its track's gate)."""
         cost = np.full((len(boxes), len(self.tracks)), np.inf)
         for fi, box in enumerate(boxes):
             for ti, track in enumerate(self.tracks):
                 ratio = width(box) / width(track.box)
                 if 1 / MAX_SIZE_CHANGE <= ratio <= MAX_SIZE_CHANGE:
-                    cost[fi, ti] = track.distance(box)
-        return dict(assign(np.where(np.isfinite(cost), cost, self.max_jump + 1), self.max_jump))
+                    cost[fi, ti] = track.distance(box, now) / track.gate(now, self.max_jump)
+        return dict(assign(np.where(np.isfinite(cost), cost, 2.0), 1.0))
 
-    def update(self, result: ImageResult) -> ImageResult:
-        """The frame's faces matched to the tracks, numbered by track, with their answers averaged."""
-        matched = self.match([f.face.box for f in result.faces])
+    def update(self, result: ImageResult, at: float | None = None) -> ImageResult:
+        """The frame's faces matched to the tracks, numbered by track, with their answers averaged. `at`: the
+        frame's time in seconds (its timestamp in a clip, its arrival on a camera), so that motion is per second
+        and a frame dropped under load does not misplace where a face should be; without it, frames count."""
+        self._frames += 1
+        now = self._frames if at is None else at
+        matched = self.match([f.face.box for f in result.faces], now)
         for ti, track in enumerate(self.tracks):
             if ti not in matched.values():
                 track.missed += 1
@@ -143,7 +159,8 @@ class FaceTracker:
         new = sorted((fi for fi in range(len(result.faces)) if fi not in matched),
                      key=lambda fi: result.faces[fi].face.box[0])
         for fi in new:
-            track = Track(self._next_number, result.faces[fi].face.box, answers=deque(maxlen=self.window))
+            track = Track(self._next_number, result.faces[fi].face.box, seen_at=now,
+                          answers=deque(maxlen=self.window))
             self._next_number += 1
             self.tracks.append(track)
             matched[fi] = len(self.tracks) - 1
@@ -151,7 +168,7 @@ class FaceTracker:
         for fi, face in enumerate(result.faces):
             track = self.tracks[matched[fi]]
             if fi not in new:
-                track.follow(face.face.box)
+                track.follow(face.face.box, now)
             if face.judged:
                 track.answers.append(face.answers)
             faces.append(FaceResult(track.number, face.face, face.crop, self._averaged(track) if face.judged else {}))

@@ -416,7 +416,7 @@ def webcam_tab_contents(page: Page, turns: StreamTurns, stream_every: float) -> 
             return None, [], message, session
         arrived = time.perf_counter()
         image = to_rgb(Image.fromarray(frame))
-        result = session.tracker.update(page.live_predictor.predict(image))
+        result = session.tracker.update(page.live_predictor.predict(image), at=time.monotonic())
         annotated = np.asarray(annotate(image, result, page.keys))
         session.meter.frame(arrived, time.perf_counter())
         session.last_seen = time.monotonic()

@@ -169,7 +169,8 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
                 run.stopped = (f"{Path(path).name} runs past {max_seconds:.0f} s, which its header did not say: the "
                                f"first {max_seconds:.0f} s were judged, the rest was not")
                 break
-            result = tracker.update(predictor.predict(image))
+            at = seconds if math.isfinite(seconds) else index / info.fps
+            result = tracker.update(predictor.predict(image), at=at)
             last = JudgedFrame(index, seconds, result)
             run.count += 1
             if keep:
@@ -179,7 +180,7 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
             if out is not None:
                 drawn = annotate(image, result, keys)
                 video = video or AnnotatedVideo(out, drawn.size, 1 / step, sound_of=Path(path))
-                video.add(drawn, seconds if math.isfinite(seconds) else index / info.fps)
+                video.add(drawn, at)
             if progress is not None:
                 progress(run.count, max(total, run.count))
         if last is None:
