@@ -34,8 +34,11 @@ from demo.predictor import FaceResult, ImageResult, ModelAnswer
 MAX_JUMP = 1.0
 # One face's detected width changes by at most this factor between two frames.
 MAX_SIZE_CHANGE = 1.6
-# Frames a track survives without a detection (a blink of the detector) before it is dropped.
+# Frames a track survives without a detection (a blink of the detector) before it is dropped, for a tracker
+# given no times; given times, it survives MAX_GONE_S seconds: a face hidden behind another one walking past, or
+# turned away for a moment, comes back with its number.
 MAX_MISSED = 3
+MAX_GONE_S = 2.0
 # Frames a face's answers are averaged over.
 WINDOW = 8
 # How much of a new step's displacement the speed estimate takes in (the rest: the speed so far).
@@ -128,8 +131,9 @@ class Track:
 class FaceTracker:
     """One per stream: `update` turns a frame's result into one with steady numbers and averaged answers."""
 
-    def __init__(self, window: int = WINDOW, max_jump: float = MAX_JUMP, max_missed: int = MAX_MISSED) -> None:
-        self.window, self.max_jump, self.max_missed = window, max_jump, max_missed
+    def __init__(self, window: int = WINDOW, max_jump: float = MAX_JUMP, max_missed: int = MAX_MISSED,
+                 max_gone_s: float = MAX_GONE_S) -> None:
+        self.window, self.max_jump, self.max_missed, self.max_gone_s = window, max_jump, max_missed, max_gone_s
         self.tracks: list[Track] = []
         self._next_number = 1
         self._frames = 0  # the clock of a tracker given no times: frames
@@ -151,6 +155,8 @@ class FaceTracker:
         and a frame dropped under load does not misplace where a face should be; without it, frames count."""
         self._frames += 1
         now = self._frames if at is None else at
+        if at is not None:  # a face gone longer than that is not waited for
+            self.tracks = [t for t in self.tracks if now - t.seen_at <= self.max_gone_s]
         matched = self.match([f.face.box for f in result.faces], now)
         for ti, track in enumerate(self.tracks):
             if ti not in matched.values():
@@ -172,7 +178,8 @@ class FaceTracker:
             if face.judged:
                 track.answers.append(face.answers)
             faces.append(FaceResult(track.number, face.face, face.crop, self._averaged(track) if face.judged else {}))
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        if at is None:
+            self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         return ImageResult(size=result.size, faces=sorted(faces, key=lambda f: f.number),
                            timings_ms=result.timings_ms, below_min_score=result.below_min_score,
                            min_score=result.min_score, min_face_size=result.min_face_size)

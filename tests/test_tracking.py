@@ -191,3 +191,24 @@ def test_motion_is_per_second_so_frames_dropped_under_load_keep_a_sliding_face()
         numbers[given] = {tracker.update(_frame((_box(round(150 * t)), 30, 0.9)),
                                          at=float(t) if given else None).faces[0].number for t in times}
     assert numbers[True] == {1} and numbers[False] != {1}
+
+
+def test_a_face_hidden_behind_another_walking_past_comes_back_with_its_number():
+    # The clip: two people walking past each other at 15 px a frame, 8 frames a second, the one behind
+    # hidden (not detected) while they overlap: 6 frames, 0.75 s. Then a face turned away for 2 s returns.
+    tracker, seen = FaceTracker(), {}
+    for step in range(40):
+        xa, xb = 100 + 15 * step, 700 - 15 * step  # a walks right in front, b walks left behind
+        faces = [((xa, 100, xa + 100, 200), 30, 0.9)]
+        hidden = abs(xa - xb) < 50
+        if not hidden:
+            faces.append(((xb, 100, xb + 100, 200), 60, 0.1))
+        result = tracker.update(_frame(*faces), at=step / 8)
+        for f in result.faces:
+            seen.setdefault("a" if f.face.box[0] == xa else "b", set()).add(f.number)
+    assert seen == {"a": {1}, "b": {2}}
+    box = (10, 10, 110, 110)
+    tracker.update(_frame((box, 30, 0.9)), at=10.0)
+    number = tracker.update(_frame((box, 30, 0.9)), at=10.1).faces[0].number
+    assert tracker.update(_frame((box, 30, 0.9)), at=12.0).faces[0].number == number  # away 1.9 s: the same
+    assert tracker.update(_frame((box, 30, 0.9)), at=14.5).faces[0].number != number  # away 2.5 s: a new face
