@@ -141,11 +141,10 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
           progress: Callable[[int, int], None] | None = None, max_seconds: float | None = None,
           max_bytes: int | None = None, on_frame: Callable[[JudgedFrame], None] | None = None,
           keep: bool = True, every_seconds: float | None = None) -> VideoRun:
-    """Every `every`-th frame (or one every `every_seconds`, `frames`) through `predictor` and one tracker (each
-    face keeps its number), written
-    annotated to `out` (MP4) if given. `progress(done, total)` is told after each judged frame, and
-    `on_frame` is given each as it is judged; `keep=False` keeps none in the run (memory stays flat
-    whatever the clip's length: the batch CLI writes each frame's rows as it comes).
+    """Every `every`-th frame (or one every `every_seconds`: `frames`) through `predictor` and one tracker (each
+    face keeps its number), written annotated to `out` (MP4) if given. `progress(done, total)` is told after
+    each judged frame, and `on_frame` is given each as it is judged; `keep=False` keeps none in the run
+    (memory stays flat whatever the clip's length: the batch CLI writes each frame's rows as it comes).
 
     A clip damaged or cut off part-way is judged up to where it stops decoding, and `run.stopped` says
     where and why; one with no frame to judge is refused with a VideoError.
