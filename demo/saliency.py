@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demo.checkpoint import LoadedModel, combine_flipped, decode_outputs
+from demo.checkpoint import LoadedModel, decode_outputs, forward_with_flip
 from demo.faces import to_model_input
 from demo.heads import decode_age
 
@@ -91,15 +91,6 @@ def _answers(loaded: LoadedModel, age_logits: torch.Tensor, gender_logit: torch.
     return age, gender
 
 
-def _run(loaded: LoadedModel, model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's outputs for a batch as its answers combine them (with the mirror images after the faces,
-    as `demo.checkpoint.forward_with_flip` runs them, when the model is served with flip)."""
-    flip = loaded.config.flip
-    if flip == "off":
-        return model(batch)
-    return combine_flipped(*model(torch.cat([batch, batch.flip(-1)])), flip)
-
-
 def _output_module(stage: torch.nn.Module) -> torch.nn.Module:
     """The module computing a stage's output. A stage may be a slice of the trunk that forward never calls
     as such (Model A's): then the last module of the Sequential, as far down as Sequentials go."""
@@ -145,7 +136,7 @@ class Explainer:
         batch = to_model_input(crops, c.input_size, c.mean, c.std).to(self.loaded.device)
         size = crops[0].size[::-1]
         with self._lock, torch.enable_grad():
-            age_logits, gender_logit = _run(self.loaded, self.model, batch)
+            age_logits, gender_logit = forward_with_flip(self.model, batch, c.flip)
             features = self._features  # the faces', then (with flip) their mirror images'
             age, gender = _answers(self.loaded, age_logits, gender_logit)
             cams = {}
@@ -193,7 +184,7 @@ def occlusion(loaded: LoadedModel, crop: Image.Image, window: int = 4, stride: i
         variants.append(covered)
     batch = to_model_input(variants, c.input_size, c.mean, c.std).to(loaded.device)
     with torch.inference_mode():
-        answers = _answers(loaded, *_run(loaded, loaded.model, batch))
+        answers = _answers(loaded, *forward_with_flip(loaded.model, batch, c.flip))
     maps = []
     for answer in answers:
         if answer is None:
