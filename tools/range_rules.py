@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-
-from torch.utils.data import DataLoader
 
 from demo.checkpoint import load_model
 from demo.heads import AgeRangeRule, decode_age
-from training.data.dataset import FaceDataset
 from training.data.pack import FacePack
-from training.evaluation.metrics import Outputs, collect_outputs, fit_age_range
+from training.evaluation.metrics import Outputs, fit_age_range
 from training.evaluation.ranges import bands_outside, cross_fitted, fit_global_spread, fit_spread_rule, range_table
+from training.evaluation.report import served_outputs
 
 Fit = Callable[[Outputs, int], AgeRangeRule]
 RULES: dict[str, Fit] = {
@@ -35,15 +32,6 @@ RULES: dict[str, Fit] = {
     "the same, then multiples moved to the bands (4 sweeps)":
         lambda out, age_min: fit_spread_rule(out, age_min, sweeps=4),
 }
-
-
-def served_outputs(folder: Path, pack: FacePack, split: str, device: str = "cpu") -> tuple[Outputs, int]:
-    """A model's outputs on a split's faces, as the app reads them (flip, logit adjustment); and its age_min."""
-    loaded = load_model(folder, device)
-    c = loaded.config
-    faces = FaceDataset(pack, pack.indices(split), c.input_size, c.mean, c.std)
-    out = collect_outputs(loaded.model, DataLoader(faces, batch_size=256), device, flip=c.flip)
-    return replace(out, age_logits=c.served_age_logits(out.age_logits)), c.age_min
 
 
 def summary(table: dict) -> dict:
@@ -93,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     pack = FacePack(args.data)
     results = {}
     for folder in args.models:
-        out, age_min = served_outputs(folder, pack, args.split)
-        results[str(folder)] = compare(out, age_min, args.folds)
+        loaded = load_model(folder)
+        out = served_outputs(loaded, pack, args.split, "cpu")
+        results[str(folder)] = compare(out, loaded.config.age_min, args.folds)
         print(f"{folder}: {len(out.dataset)} faces")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ranges.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -53,14 +53,21 @@ def dataset_report(out: Outputs, dataset: DatasetSpec, loaded: LoadedModel) -> d
     return report
 
 
-def evaluate_model(loaded: LoadedModel, pack: FacePack, split: str, device: str, batch_size: int = 256,
-                   limit: int | None = None) -> tuple[dict, Outputs]:
-    """Metrics of one model on one split, per data set in the pack, and its raw outputs."""
+def served_outputs(loaded: LoadedModel, pack: FacePack, split: str, device: str, batch_size: int = 256,
+                   limit: int | None = None) -> Outputs:
+    """One model's raw outputs on one split's faces, as the app reads them (its flip, its logit adjustment)."""
     c = loaded.config
     ds = FaceDataset(pack, pack.indices(split, limit), c.input_size, c.mean, c.std)
     out = collect_outputs(loaded.model.to(device), DataLoader(ds, batch_size=batch_size, num_workers=0), device,
                           flip=c.flip)
-    out = replace(out, age_logits=c.served_age_logits(out.age_logits))  # as the app reads them
+    return replace(out, age_logits=c.served_age_logits(out.age_logits))
+
+
+def evaluate_model(loaded: LoadedModel, pack: FacePack, split: str, device: str, batch_size: int = 256,
+                   limit: int | None = None) -> tuple[dict, Outputs]:
+    """Metrics of one model on one split, per data set in the pack, and its raw outputs."""
+    c = loaded.config
+    out = served_outputs(loaded, pack, split, device, batch_size, limit)
     metrics: dict = {"model": c.name, "architecture": c.architecture, "input_size": c.input_size, "split": split,
                      "flip": c.flip}
     for d, name in enumerate(spec.names()):
