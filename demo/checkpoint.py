@@ -234,9 +234,10 @@ class LoadedModel:
         """What `predict` runs: the module, or its graph on the engine (exported once, on first use)."""
         if self.engine == "torch":
             return self.model
-        with self._export_lock:
-            if self._runner is None:
-                self._runner = export_model(self.model, self.config.input_size)
+        if self._runner is None:  # checked again under the lock: two first requests export once
+            with self._export_lock:
+                if self._runner is None:
+                    self._runner = export_model(self.model, self.config.input_size)
         return self._runner
 
     @torch.inference_mode()

@@ -90,9 +90,10 @@ class FaceDetector:
         m = self._mtcnn
         if self.engine == "torch":
             return m.pnet, m.rnet, m.onet
-        with self._export_lock:
-            if self._nets is None:
-                self._nets = export_mtcnn(m.pnet, m.rnet, m.onet)
+        if self._nets is None:  # checked again under the lock: two first requests export once
+            with self._export_lock:
+                if self._nets is None:
+                    self._nets = export_mtcnn(m.pnet, m.rnet, m.onet)
         return self._nets
 
     def detect(self, image: Image.Image) -> list[Face]:

@@ -124,14 +124,14 @@ class SpreadRule:
     def read(self, probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The range [low, high] in years of distributions `probs` over the years from `age_min`, with
         estimates `mean`."""
-        years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
+        age_max = age_min + probs.shape[-1] - 1
         spread = age_spread(probs, mean, age_min)
         below, above = self.multiples(mean)
         # Narrowed to max_width - 1 before rounding, so that the rounded bounds lie at most max_width apart.
         spread = spread * ((self.max_width - 1) / ((below + above) * spread).clamp_min(1e-6)).clamp(max=1.0)
         shown = torch.round(mean)
-        low = torch.minimum(torch.round(mean - below * spread), shown).clamp(years[0], years[-1])
-        high = torch.maximum(torch.round(mean + above * spread), shown).clamp(years[0], years[-1])
+        low = torch.minimum(torch.round(mean - below * spread), shown).clamp(age_min, age_max)
+        high = torch.maximum(torch.round(mean + above * spread), shown).clamp(age_min, age_max)
         return low, high
 
 
