@@ -7,8 +7,8 @@ each detection lies from where the track's face should be now, measured in face 
 that moves half its width between frames keeps its number at 4 frames a second as at 8, a frame
 dropped under load does not misplace it, and two faces crossing each other keep their own numbers
 (each is where its own motion puts it; the place the other one just left is no shortcut).
-(ByteTrack and the like earn their keep on crowds at
-video rates, where appearance and low-score detections matter.)
+(ByteTrack and the like earn their keep on crowds at video rates, where appearance and low-score
+detections matter.)
 
 The box drawn is the one detected in this frame: averaging positions makes a moving face's box
 trail behind it. What is smoothed is the answers: each model's answers are combined over the last

@@ -151,10 +151,10 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
     """
     if every < 1:
         raise ValueError("every must be at least 1")
-    info = probe(path, max_seconds, max_bytes)
-    run = VideoRun(info, every)
     if every_seconds is not None and not every_seconds > 0:
         raise ValueError("every_seconds must be positive")
+    info = probe(path, max_seconds, max_bytes)
+    run = VideoRun(info, every)
     step = every_seconds if every_seconds is not None else every / info.fps  # seconds between judged frames
     total = (math.ceil(info.seconds / every_seconds) if every_seconds is not None
              else math.ceil(info.frames / every) if info.frames else 0)
