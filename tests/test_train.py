@@ -220,6 +220,26 @@ def test_augmentation_switches(tiny_pack):
     assert not torch.equal(augmented[0][0], plain[0][0])
 
 
+def test_faces_from_the_wild_are_off_by_default_and_each_changes_the_face(tiny_pack):
+    from torchvision.transforms import v2
+
+    # Runs before round six (no such fields in their config) augment exactly as they did.
+    assert [type(t) for t in AugmentConfig().transform().transforms] == [
+        v2.RandomHorizontalFlip, v2.RandomAffine, v2.ColorJitter]
+    crop = FaceDataset(FacePack(tiny_pack), FacePack(tiny_pack).indices("train"), 64, (0,) * 3, (1,) * 3).crop(0)
+    only = dict(flip=False, rotate_degrees=0.0, scale_jitter=0.0, shift_jitter=0.0, brightness=0.0, contrast=0.0)
+    for name in ("blur", "jpeg", "low_light", "occlude"):
+        torch.manual_seed(0)
+        changed = AugmentConfig(**only, **{name: 1.0}).transform()(crop)
+        assert changed.dtype == torch.uint8 and changed.shape == crop.shape
+        assert not torch.equal(changed, crop), name
+    torch.manual_seed(0)
+    dark = AugmentConfig(**only, low_light=1.0).transform()(crop)
+    assert dark.float().mean() < crop.float().mean() and dark.max() == crop.max()  # mid-tones down, highlights kept
+    hidden = AugmentConfig(**only, occlude=1.0).transform()(crop)
+    assert 0.01 < (hidden != crop).any(dim=0).float().mean() < 0.2  # a rectangle of a few per cent
+
+
 def test_a_run_on_both_sets_records_its_mix(tiny_pack, tmp_path):
     run = train(_config(tiny_pack, tmp_path / "mixed", epochs=1, mix={"utkface": 0.5, "fairface": 0.5}))
     assert json.loads((run / "train_config.json").read_text())["mix"] == {"utkface": 0.5, "fairface": 0.5}
@@ -252,6 +272,57 @@ def test_layer_decay_slows_the_stages_nearest_the_input():
     stem = {id(p) for p in model.stages[0].parameters()}
     assert {id(p) for p in optimizer.param_groups[-1]["params"]} == stem
     assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_start_decay_pulls_the_trunk_back_to_where_it_began():
+    from training.fit.recipes import AdamWTowardsStart
+
+    trunk, head = torch.nn.Parameter(torch.full((3,), 2.0)), torch.nn.Parameter(torch.full((3,), 2.0))
+    start = {trunk: torch.zeros(3) + 1.0}
+    optimizer = AdamWTowardsStart([{"params": [trunk], "lr": 0.1, "start_decay": 2.0, "weight_decay": 0.0},
+                                   {"params": [head], "lr": 0.1}], start, weight_decay=0.5)
+    trunk.grad, head.grad = torch.zeros(3), torch.zeros(3)  # no gradient: only the decays move the weights
+    optimizer.step()
+    assert torch.allclose(trunk.detach(), torch.full((3,), 2.0 - 0.2 * (2.0 - 1.0)))  # a fifth of the way to 1
+    assert torch.allclose(head.detach(), torch.full((3,), 2.0 * (1 - 0.1 * 0.5)))  # AdamW's own, towards 0
+
+
+def test_an_anchored_group_weighted_run_resumes_exactly(tiny_pack, tmp_path, monkeypatch):
+    """--start-decay's anchor is made afresh on --resume (dlib's weights, not the saved ones), and
+    --gender-groups' weights come from the history: an interrupted run ends where a straight one does."""
+    import csv
+
+    import training.fit.trainer as trainer
+    from training.fit.gender_groups import COLUMN
+    from training.fit.losses import LossWeights
+
+    def run(out):
+        return _config(tiny_pack, out, model="b", architecture="dlib_resnet", input_size=104, epochs=3,
+                       stage1_epochs=1, start_decay=50.0, finetune_lr=1e-3, loss=LossWeights(gender_groups=2.0),
+                       augment=AugmentConfig(blur=0.5, jpeg=0.5, low_light=0.5, occlude=0.5),
+                       backbone_weights=str(pretrained_file("dlib_resnet")))
+
+    straight = train(run(tmp_path / "straight"))
+    real_save = trainer.save_resume
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        if len(args[5].history) == 2:
+            raise KeyboardInterrupt  # after the first fine-tuning epoch
+
+    monkeypatch.setattr(trainer, "save_resume", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(run(tmp_path / "resumed"))
+    monkeypatch.setattr(trainer, "save_resume", real_save)
+    train(run(tmp_path / "resumed"), resume=True)
+    w1 = torch.load(straight / "resume.pt", weights_only=True)["model"]
+    w2 = torch.load(tmp_path / "resumed" / "resume.pt", weights_only=True)["model"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    with (straight / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    groups = [k for k in rows[0] if k.startswith(COLUMN)]
+    assert COLUMN + "fairface_Black" in groups or COLUMN + "utkface_White" in groups
+    assert all(float(row[k]) >= 0 for row in rows for k in groups if row[k] != "nan")
 
 
 def test_cpu_speed_options_train_the_same_model(tiny_pack, tmp_path):
@@ -301,6 +372,7 @@ def test_every_architecture_trains_under_every_recipe(name, trained_trunks, tiny
     ({"model": "b", "architecture": "scratch_cnn"}, "use --recipe from_scratch"),
     ({"architecture": "dlib_resnet", "input_size": 96}, "at least 104 px"),
     ({"recipe": "from_scratch", "backbone_weights": "x.pth"}, "--backbone-weights would be ignored"),
+    ({"recipe": "from_scratch", "start_decay": "1"}, "--recipe from_scratch has none"),
     ({"recipe": "two_stage", "architecture": "dlib_resnet", "backbone_weights": "nowhere.dat"}, "does not exist"),
     ({"recipe": "transfer"}, "unknown --recipe 'transfer'"),
     ({"architecture": "vgg"}, "unknown architecture 'vgg'"),

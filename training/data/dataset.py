@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -25,6 +27,15 @@ class AugmentConfig:
     shift_jitter: float = field(default=0.05, metadata={"help": "shift by up to this fraction of the side"})
     brightness: float = field(default=0.3, metadata={"help": "brightness jitter"})
     contrast: float = field(default=0.3, metadata={"help": "contrast jitter"})
+    # Faces from the wild (phones, webcams, the web): each of these is applied to a face with this probability;
+    # 0 (the default, and every run before round six) leaves them out.
+    blur: float = field(default=0.0, metadata={"help": "probability of a Gaussian blur (sigma 0.3-2 px): "
+                                                       "out-of-focus, moving and upscaled small faces"})
+    jpeg: float = field(default=0.0, metadata={"help": "probability of re-encoding as JPEG at quality 20-80"})
+    low_light: float = field(default=0.0, metadata={"help": "probability of darkening the face (gamma 1.3-2.5, "
+                                                            "mid-tones down, highlights kept)"})
+    occlude: float = field(default=0.0, metadata={"help": "probability of hiding a rectangle of 2-12 %% of the "
+                                                          "crop (hands, glasses, masks, other heads)"})
     enabled: bool = field(default=True, metadata={"help": "augment the training faces at all", "flag": "--augment"})
 
     def transform(self) -> v2.Transform | None:
@@ -42,7 +53,46 @@ class AugmentConfig:
             ))
         if self.brightness or self.contrast:
             steps.append(v2.ColorJitter(brightness=self.brightness, contrast=self.contrast))
+        if self.low_light:
+            steps.append(v2.RandomApply([Darken(1.3, 2.5)], p=self.low_light))
+        if self.blur:
+            steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=9, sigma=(0.3, 2.0))], p=self.blur))
+        if self.jpeg:
+            steps.append(v2.RandomApply([Recompress(20, 80)], p=self.jpeg))
+        if self.occlude:
+            steps.append(v2.RandomErasing(p=self.occlude, scale=(0.02, 0.12), ratio=(0.3, 3.3), value=0))
         return v2.Compose(steps) if steps else None
+
+
+class Recompress(v2.Transform):
+    """Re-encode a uint8 image as JPEG at a random quality (by PIL: torchvision's own codec is deprecated)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"quality": int(torch.randint(self.low, self.high + 1, ()))}
+
+    def transform(self, inpt, params: dict):
+        buffer = io.BytesIO()
+        Image.fromarray(inpt.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=params["quality"])
+        return torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1)
+
+
+class Darken(v2.Transform):
+    """A random gamma above 1 on a uint8 image: an under-exposed photo, where ColorJitter's brightness scales
+    every level alike (and so also dims the highlights an under-exposed face keeps)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"gamma": self.low + (self.high - self.low) * float(torch.rand(()))}
+
+    def transform(self, inpt, params: dict):
+        return v2.functional.adjust_gamma(inpt, params["gamma"])
 
 
 class FaceDataset(Dataset):

@@ -133,6 +133,7 @@ def year_metrics(out: Outputs, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
         "n": int(len(err)),
         "age_mae": float(err.mean()),
         "age_mae_60_plus": float(err[old].mean()) if old.any() else math.nan,
+        "age_signed_error": float((est.mean - out.age.float()).mean()),  # above 0: older than they are
         "age_cs5": float((err <= 5).float().mean()),
         **range_metrics(est, out, age_min),
         **gender_metrics(out, gender_temperature, unsure_below),
@@ -150,6 +151,8 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: AgeRan
         "n": int(len(off)),
         "age_group_exact": float((off == 0).float().mean()),
         "age_group_within_one": float((off <= 1).float().mean()),
+        # The estimate less the middle of the face's group (e.g. 14.5 for 10-19): above 0, made older.
+        "age_signed_error": float((est.mean - (out.age_low + out.age_high).float() / 2).mean()),
         **range_metrics(est, out, age_min),
         **gender_metrics(out, gender_temperature, unsure_below),
     }

@@ -250,14 +250,22 @@ def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
     """(header, format) of each cell of a breakdown row, as the report and the card show them."""
     if dataset.age_kind == YEAR:
         return (("age MAE", lambda g: f"{g['age_mae']:.2f}"),
+                ("signed error", _signed),
                 ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
                 ("range width", lambda g: f"{g['age_range_width']:.1f}"),
                 ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
     return (("age group exact", lambda g: pct(g["age_group_exact"])),
             ("within one", lambda g: pct(g["age_group_within_one"])),
+            ("signed error", _signed),
             ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
             ("range width", lambda g: f"{g['age_range_width']:.1f}"),
             ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
+
+
+def _signed(metrics: dict) -> str:
+    """Mean estimate less the true age (a group's middle): "+4.3" made older (metrics of old reports: blank)."""
+    value = metrics.get("age_signed_error", math.nan)
+    return "" if math.isnan(value) else f"{value:+.1f}"
 
 
 def summary_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:

@@ -102,6 +102,10 @@ class TrainConfig:
     finetune_lr: float = setting(3e-4, "two_stage: learning rate of the top trunk stage")
     layer_decay: float = setting(0.8, "two_stage: each stage below the top learns at this times the rate above it")
     weight_decay: float = setting(5e-4, "AdamW weight decay")
+    start_decay: float = setting(0.0, "two_stage: pull the fine-tuned trunk towards its pretrained weights instead "
+                                 "of towards zero (L2-SP): each step moves every trunk weight this times its "
+                                 "learning rate of the way back to its start (AdamW's decoupled decay, anchored at "
+                                 "the start); 0: off, the trunk decays by --weight-decay")
     warmup_epochs: float = setting(1.0, "epochs of linear warm-up at the start of each stage, then cosine decay")
     dropout: float = setting(0.3, "dropout before each head layer")
     ema: float = setting(0.0, "keep an exponential moving average of the weights, this much of the old kept each "

@@ -93,8 +93,9 @@ def age_loss(logits: torch.Tensor, ages: torch.Tensor, age_min: int, sigma: floa
     return age_losses(logits, ages, ages, age_min, sigma, l1_weight).mean()
 
 
-def gender_loss(logit: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logit.float(), gender.float())
+def gender_loss(logit: torch.Tensor, gender: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy, each face's weighed by `weights` (mean 1 over the training faces) if given."""
+    return F.binary_cross_entropy_with_logits(logit.float(), gender.float(), weight=weights)
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,16 @@ class LossWeights:
     age_reweight: str = field(default="none", metadata={
         "help": "none, or lds: weight each face's age loss by 1/sqrt of its age's share of the training faces, "
                 "smoothed over --age-sigma years (rare ages, such as 60+, count more)", "flag": "--age-reweight"})
+    gender_groups: float = field(default=0.0, metadata={
+        "help": "worst-group reweighting of the gender loss: each (data set, race group)'s faces weigh (its mean "
+                "training gender loss in the last epoch / the mean) to this power, so groups answered worse count "
+                "more (training.fit.gender_groups); 0: every face alike", "flag": "--gender-groups"})
 
     def __post_init__(self) -> None:
         if self.age_reweight not in AGE_REWEIGHTS:
             raise ValueError(f"--age-reweight must be one of {', '.join(AGE_REWEIGHTS)}, not {self.age_reweight!r}")
+        if self.gender_groups < 0:
+            raise ValueError(f"--gender-groups must be 0 (off) or more, not {self.gender_groups}")
 
 
 AGE_REWEIGHTS = ("none", "lds")
@@ -130,10 +137,12 @@ def multitask_loss(
     age_min: int,
     weights: LossWeights,
     age_weight_table: torch.Tensor | None = None,
+    gender_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the task losses, and each part as a float for logging.
 
-    `age_weight_table` (per year, from `inverse_sqrt_weights`) weighs each face's age loss.
+    `age_weight_table` (per year, from `inverse_sqrt_weights`) weighs each face's age loss;
+    `gender_weights` (per face, from `training.fit.gender_groups`) each face's gender loss.
     """
     total = age_logits.new_zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
@@ -145,7 +154,7 @@ def multitask_loss(
         total = total + weights.age * a
         parts["age_loss"] = a.item()
     if weights.gender:
-        g = gender_loss(gender_logit, genders)
+        g = gender_loss(gender_logit, genders, gender_weights)
         total = total + weights.gender * g
         parts["gender_loss"] = g.item()
     return total, parts

@@ -54,6 +54,9 @@ class FromScratch(Recipe):
         if cfg.backbone_weights:
             raise ValueError("--recipe from_scratch starts from random weights, so --backbone-weights would be "
                              "ignored: drop it, or use --recipe two_stage to fine-tune those weights")
+        if cfg.start_decay:
+            raise ValueError("--start-decay pulls a fine-tuned trunk towards its pretrained weights, and "
+                             "--recipe from_scratch has none: drop it, or use --recipe two_stage")
 
     def stage_at(self, cfg: TrainConfig, epoch: int) -> Stage:
         return Stage(1, cfg.epochs, early_stopping=True)
@@ -90,9 +93,34 @@ class TwoStage(Recipe):
         groups = [{"params": list(model.heads.parameters()), "lr": cfg.lr}]
         # Layer-wise decay: the stages nearest the input hold the most general features and move least.
         top = model.stages[len(model.stages) - trainable:] if trainable else []
+        # With --start-decay the trunk decays towards where it started (L2-SP), not towards zero.
+        trunk = {"start_decay": cfg.start_decay, "weight_decay": 0.0} if cfg.start_decay else {}
         for depth, block in enumerate(reversed(top)):
-            groups.append({"params": list(block.parameters()), "lr": cfg.finetune_lr * cfg.layer_decay ** depth})
+            groups.append({"params": list(block.parameters()), "lr": cfg.finetune_lr * cfg.layer_decay ** depth,
+                           **trunk})
         return groups
+
+
+class AdamWTowardsStart(torch.optim.AdamW):
+    """AdamW whose decoupled weight decay pulls a group marked with `start_decay` towards each parameter's
+    starting value instead of towards zero (L2-SP: Li, Grandvalet and Davoine, "Explicit inductive bias for
+    transfer learning with convolutional networks", 2018): the fine-tuned trunk stays near the pretrained
+    features it was chosen for, and may move as far as the faces really ask."""
+
+    def __init__(self, groups: list[dict], start: dict[torch.Tensor, torch.Tensor], **kwargs) -> None:
+        super().__init__(groups, **kwargs)
+        self.start = start  # parameter -> its value at the start of training
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            pull = group.get("start_decay", 0.0) * group["lr"]
+            if pull:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.lerp_(self.start[p], pull)  # p += pull * (start - p), as AdamW's decay does towards 0
+        return super().step(closure)
+
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (FromScratch(), TwoStage())}
@@ -116,9 +144,17 @@ def recipe_of(cfg: TrainConfig) -> Recipe:
     return recipe
 
 
-def make_optimizer(cfg: TrainConfig, model: StagedModel, stage: Stage, steps_per_epoch: int):
-    """AdamW over the recipe's groups for `stage`, with linear warm-up then cosine decay over the stage's steps."""
-    optimizer = torch.optim.AdamW(recipe_of(cfg).param_groups(cfg, model, stage), weight_decay=cfg.weight_decay)
+def make_optimizer(cfg: TrainConfig, model: StagedModel, stage: Stage, steps_per_epoch: int,
+                   start: dict[torch.Tensor, torch.Tensor] | None = None):
+    """AdamW over the recipe's groups for `stage`, with linear warm-up then cosine decay over the stage's steps;
+    `start` (parameter -> its starting value) anchors the groups with a `start_decay` (--start-decay)."""
+    groups = recipe_of(cfg).param_groups(cfg, model, stage)
+    if any(group.get("start_decay") for group in groups):
+        if start is None:
+            raise ValueError("--start-decay needs the starting weights to pull towards")
+        optimizer = AdamWTowardsStart(groups, start, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps = max(1, stage.epochs) * steps_per_epoch
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
 

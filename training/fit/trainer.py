@@ -28,7 +28,7 @@ from demo.checkpoint import ModelConfig, ModelLoadError, build_from_config, load
 from demo.files import atomic_write
 from demo.heads import decode_age
 from training.data import spec
-from training.data.dataset import AugmentConfig, FaceDataset, mixed_order
+from training.data.dataset import FaceDataset, mixed_order
 from training.data.pack import FacePack
 from training.evaluation.metrics import (
     Outputs,
@@ -42,6 +42,7 @@ from training.evaluation.metrics import (
 from training.evaluation.ranges import cross_fitted, fit_spread_rule, range_table
 from training.fit import distributed
 from training.fit.config import TrainConfig
+from training.fit.gender_groups import GenderGroups
 from training.fit.losses import age_density, inverse_sqrt_weights, multitask_loss
 from training.fit.recipes import Stage, make_optimizer, recipe_of
 
@@ -122,17 +123,18 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
              f"; {ranks.world} processes, {cfg.batch_size // ranks.world} faces a step each" if ranks.active else "")
 
     age_table = age_weight_table(cfg, mcfg, pack)
-    model = build_from_config(mcfg)
-    if not resume:  # (a resumed run loads its own weights below)
-        if cfg.init_from:
-            load_trained(model, mcfg, Path(cfg.init_from))
-        else:
-            recipe.initialise(model, cfg)
+    groups = GenderGroups.of(pack, train_ds.indices)
+    # (a resumed run loads its own weights below)
+    model = build_from_config(mcfg) if resume else start_model(cfg, mcfg, recipe)
+    # --start-decay's anchor: the weights the run began from, made afresh when it resumes.
+    begun = dict((model if not resume else start_model(cfg, mcfg, recipe)).named_parameters()) \
+        if cfg.start_decay else None
     if ranks.active and cfg.sync_bn and cfg.cuda:
         # BatchNorm statistics over the global batch, as one process computes them. (torch's SyncBatchNorm
         # runs on GPUs only: on the CPU each process keeps its own, over its share of the batch.)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     place_model(cfg, model)
+    start = {p: torch.empty_like(p).copy_(begun[name]) for name, p in model.named_parameters()} if begun else None
     ema = make_ema(cfg, model)
     kept = model if ema is None else ema.module  # what is validated, saved and calibrated
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
@@ -145,7 +147,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
             ema.load_state_dict(saved["ema"])
         state = RunState(**saved["state"])
         stage = recipe.stage_at(cfg, state.epoch)
-        optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch)
+        optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch, start)
         if saved["stage"] == stage.number:  # else the run stopped at a stage's end: the next starts afresh
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
@@ -156,7 +158,7 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
     for epoch in range(state.epoch, cfg.epochs):
         if stage != recipe.stage_at(cfg, epoch):
             stage = recipe.stage_at(cfg, epoch)
-            optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch)
+            optimizer, scheduler = make_optimizer(cfg, model, stage, steps_per_epoch, start)
             forward = trainable_forward(cfg, model, ranks)  # DDP syncs what trains in this stage
             state.bad_epochs = 0
         seed_epoch(cfg.seed, epoch, ranks.rank)
@@ -167,9 +169,12 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
                                  batch_size=cfg.batch_size // ranks.world, drop_last=False)
         else:
             loader = make_loader(cfg, train_ds, order.tolist())
+        gender_table = groups.weight_table(state.history[-1] if state.history else None, cfg.loss.gender_groups)
+        if gender_table is not None:
+            log.info("gender loss weights: %s", groups.describe(gender_table))
         started = time.perf_counter()
         train_stats = train_epoch(cfg, model, forward, loader, optimizer, scheduler, mcfg, epoch, state, started,
-                                  ranks, scaler, age_table, ema)
+                                  ranks, scaler, age_table, ema, groups, gender_table)
         seconds = time.perf_counter() - started
         val_loss, val_row = validate(cfg, kept, val_loader, mcfg, ranks)
         if ema is not None:  # the weights themselves too: one run measures what the average is worth
@@ -221,6 +226,16 @@ def age_weight_table(cfg: TrainConfig, mcfg: ModelConfig, pack: FacePack) -> tor
     log.info("age loss weights (%s) at ages %s", cfg.loss.age_reweight,
              ", ".join(f"{a}: {table[a - mcfg.age_min]:.2f}" for a in (1, 5, 15, 25, 35, 50, 60, 70, 80, 90)))
     return table.to(cfg.device)
+
+
+def start_model(cfg: TrainConfig, mcfg: ModelConfig, recipe) -> torch.nn.Module:
+    """A new run's network with its starting weights: a trained model's (--init-from), or the recipe's."""
+    model = build_from_config(mcfg)
+    if cfg.init_from:
+        load_trained(model, mcfg, Path(cfg.init_from))
+    else:
+        recipe.initialise(model, cfg)
+    return model
 
 
 def load_trained(model: torch.nn.Module, mcfg: ModelConfig, folder: Path) -> None:
@@ -284,18 +299,23 @@ def make_scaler(cfg: TrainConfig) -> torch.amp.GradScaler:
 
 
 def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int,
-               scaler: torch.amp.GradScaler | None = None, age_table: torch.Tensor | None = None):
+               scaler: torch.amp.GradScaler | None = None, age_table: torch.Tensor | None = None,
+               gender_table: torch.Tensor | None = None):
     """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs.
 
-    `age_table`: per-year weights of the age loss (age_weight_table), or None for equal weights.
+    `age_table`: per-year weights of the age loss (age_weight_table), or None for equal weights;
+    `gender_table`: data sets x races, the weights of the gender loss (training.fit.gender_groups), or None.
     """
     scaler = scaler or make_scaler(cfg)
     x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
+    race, dataset = batch[4], batch[5]
+    gender_weights = gender_table[dataset, race].to(cfg.device) if gender_table is not None else None
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=amp_dtype(cfg), enabled=cfg.amp):
         age_logits, gender_logit = model(x)
-    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss, age_table)
+    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss, age_table,
+                             gender_weights)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -307,10 +327,13 @@ def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, sched
 def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Module, loader: DataLoader, optimizer,
                 scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float,
                 ranks: distributed.Ranks = distributed.ONE_PROCESS, scaler: torch.amp.GradScaler | None = None,
-                age_table: torch.Tensor | None = None, ema: AveragedModel | None = None) -> dict:
+                age_table: torch.Tensor | None = None, ema: AveragedModel | None = None,
+                groups: GenderGroups | None = None, gender_table: torch.Tensor | None = None) -> dict:
     """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` in DDP and/or compiled.
 
     The running totals are summed over the ranks at the end: the history shows the global batch's.
+    With `groups`, each (data set, race group)'s mean gender loss is among them (weighed by `gender_table`
+    in the loss, if given).
     """
     model.train()
     scaler = scaler or make_scaler(cfg)
@@ -320,10 +343,10 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
                disable=not ranks.main)
     for batch in bar:
         loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min, scaler,
-                                                    age_table)
+                                                    age_table, gender_table)
         if ema is not None:
             ema.update_parameters(model)
-        _, age_low, age_high, gender, _, _ = batch
+        _, age_low, age_high, gender, race, dataset = batch
         state.step += 1
         with torch.no_grad():
             n = len(age_low)
@@ -334,6 +357,9 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
             totals["abs_err"] += err[year].sum().item()
             totals["years"] += int(year.sum())
             totals["correct"] += ((gender_logit.cpu() > 0) == (gender == 1)).sum().item()
+            if groups is not None:
+                for key, value in groups.totals(gender_logit, gender, dataset, race).items():
+                    totals[key] = totals.get(key, 0.0) + value
         n = totals["n"]
         bar.set_postfix(loss=f"{totals['loss'] / n:.3f}", mae=f"{totals['abs_err'] / max(1, totals['years']):.2f}",
                         acc=f"{totals['correct'] / n:.3f}")
@@ -345,7 +371,7 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
     n = max(1, totals["n"])
     mae = totals["abs_err"] / totals["years"] if totals["years"] else math.nan
     return {"train_loss": totals["loss"] / n, "train_mae": mae, "train_acc": totals["correct"] / n,
-            "images": int(totals["n"])}
+            "images": int(totals["n"]), **(groups.columns(totals) if groups is not None else {})}
 
 
 def validate(cfg: TrainConfig, model: torch.nn.Module, loader: DataLoader, mcfg: ModelConfig,
@@ -450,12 +476,13 @@ def images_per_second(cfg: TrainConfig, pack: FacePack, steps: int, warmup: int,
         torch.set_num_threads(cfg.threads)
     mcfg = cfg.model_config()
     faces = pack.indices("train", (steps + warmup) * cfg.batch_size)
-    dataset = FaceDataset(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, AugmentConfig(),
+    dataset = FaceDataset(pack, faces, cfg.input_size, mcfg.mean, mcfg.std, cfg.augment,
                           in_memory=cfg.crops_in_memory)
     model = build_from_config(mcfg).train()
     place_model(cfg, model)
     last_stage = recipe_of(cfg).stage_at(cfg, cfg.epochs - 1)
-    optimizer, scheduler = make_optimizer(cfg, model, last_stage, steps + warmup)
+    start = {p: p.detach().clone() for p in model.parameters()} if cfg.start_decay else None
+    optimizer, scheduler = make_optimizer(cfg, model, last_stage, steps + warmup, start)
     forward = trainable_forward(cfg, model, distributed.ONE_PROCESS)
     loader = make_loader(cfg, dataset, list(range(len(dataset))))
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # a small set is gone through again
