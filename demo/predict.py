@@ -16,8 +16,9 @@ faces gets none); an unreadable file gets one row with `error` set. Neither stop
 Rows are written as each photo, or each judged frame of a video, is done (nothing is held for the
 end: memory stays flat whatever a clip's length; a clip damaged or cut off part-way keeps the rows
 before the damage and gets a row whose `error` says where it stopped), and re-running the same
-command on an existing --out continues it: the photos it already holds are skipped (the last one is
-done again, in case the run stopped while writing it). --workers decode the next photos while the
+command on an existing --out continues it: the files it already holds are skipped (the last photo
+is done again, in case the run stopped while writing it; a clip goes on after its last frame but
+one, each face keeping its number). --workers decode the next photos while the
 current one is judged. --shard I/N takes every Nth photo from the Ith, so N processes (or machines,
 or torchrun ranks, which get their shard from RANK and WORLD_SIZE) split a folder; --merge then
 joins their parts in the order one process would have written.
@@ -32,6 +33,7 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -40,6 +42,7 @@ from demo.export import COLUMNS, rows_for
 from demo.faces import MIN_SCORE
 from demo.images import ImageError, load_image
 from demo.predictor import Predictor
+from demo.tracking import FaceTracker, Track, centre
 from demo.video import VIDEO_SUFFIXES, VideoError, judge
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -55,24 +58,63 @@ def iter_paths(inputs: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def finished_files(out: Path) -> set[str]:
-    """The photos an earlier run of `out` wrote, less the last one, whose rows are cut off the file.
+@dataclass(frozen=True)
+class ClipResume:
+    """Where a run stopped inside a clip: the frame judged last whose rows stand, and its faces' tracks."""
 
-    The last photo may have been stopped halfway through its rows; it is done again.
+    file: str
+    frame: int
+    tracks: list[Track]
+
+
+def earlier_run(out: Path) -> tuple[set[str], ClipResume | None]:
+    """The files an earlier run of `out` finished, and, where it stopped inside a clip, where to go on.
+
+    The last file's rows may have been cut off part-way, so they are cut off the file: a photo is done
+    again; a clip loses only its last frame's rows and goes on from the frame after the one before, its
+    faces keeping their numbers and motion (a clip whose last row says why it stopped was finished).
     """
     if not out.is_file() or out.stat().st_size == 0:
-        return set()
+        return set(), None
     with out.open("rb+") as f:  # bytes: the offsets to cut at are byte offsets
         if next(csv.reader([f.readline().decode()]), []) != COLUMNS:
             raise SystemExit(f"{out} is not a CSV of this tool (other columns): choose another --out")
-        files, last, last_start = [], None, f.tell()
-        while line := f.readline():
-            file = next(csv.reader([line.decode(errors="replace")]), [""])[0]
-            if file != last:
-                files.append(file)
-                last, last_start = file, f.tell() - len(line)
-        f.truncate(last_start)
-    return set(files[:-1])
+        files, tail, offset, whole = [], [], f.tell(), True  # tail: (offset, row) of the last file's rows
+        while line := f.readline():  # (a last line cut off part-way still names the file being written)
+            cells = next(csv.reader([line.decode(errors="replace")]), [])
+            row = dict(zip(COLUMNS, cells + [""] * (len(COLUMNS) - len(cells))))
+            if not files or row["file"] != files[-1]:
+                files.append(row["file"])
+                tail = []
+            tail.append((offset, row))
+            offset, whole = f.tell(), line.endswith(b"\n")
+        if whole and len(tail) > 1 and tail[-1][1]["error"] and tail[0][1]["frame"]:  # a clip that said why it ended
+            f.truncate(offset)
+            return set(files), None
+        frames = list(dict.fromkeys(row["frame"] for _, row in tail if row["frame"]))
+        if len(frames) < 2:  # a photo, or a clip with one frame written: done again from its start
+            f.truncate(tail[0][0] if tail else offset)
+            return set(files[:-1]), None
+        f.truncate(next(at for at, row in tail if row["frame"] == frames[-1]))
+    kept = [row for _, row in tail if row["frame"] in frames[-3:-1]]
+    return set(files[:-1]), ClipResume(files[-1], int(frames[-2]), _tracks(kept, frames[-2]))
+
+
+def _tracks(rows: list[dict], frame: str) -> list[Track]:
+    """The tracks of the faces in `frame`'s rows, each moving as it did since the frame before (if in `rows`)."""
+    def at(frame_rows):
+        return {row["face"]: ((float(row["x1"]), float(row["y1"]), float(row["x2"]), float(row["y2"])),
+                              float(row["time_s"])) for row in frame_rows}
+
+    now = at(row for row in rows if row["frame"] == frame)
+    before = at(row for row in rows if row["frame"] != frame)
+    tracks = []
+    for number, (box, seconds) in now.items():
+        track = Track(int(number), box, seen_at=seconds)
+        if number in before and seconds > before[number][1]:
+            track.velocity = (centre(box) - centre(before[number][0])) / (seconds - before[number][1])
+        tracks.append(track)
+    return tracks
 
 
 def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
@@ -105,10 +147,12 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
     `every_seconds`); returns (files read, files that could not be read)."""
     index, count = shard
     mine = list(iter_paths(paths))[index::count]
-    finished = finished_files(out)
+    finished, clip = earlier_run(out)
     todo = [path for path in mine if str(path) not in finished]
     if finished:
-        log.info("continuing %s: %d of %d photos already done", out, len(mine) - len(todo), len(mine))
+        log.info("continuing %s: %d of %d files already done", out, len(mine) - len(todo), len(mine))
+    if clip is not None:
+        log.info("continuing %s after frame %d", clip.file, clip.frame)
     done = failed = 0
     with out.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -120,9 +164,11 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
                     writer.writerows(rows_for(str(path), judged.result, judged.frame, judged.seconds))
                     f.flush()
 
+                go_on = clip is not None and clip.file == str(path)
                 try:
                     video = judge(image, predictor, every, on_frame=write_frame, keep=False,
-                                  every_seconds=every_seconds)
+                                  every_seconds=every_seconds, after=clip.frame if go_on else -1,
+                                  tracker=FaceTracker.continuing(clip.tracks) if go_on else None)
                 except VideoError as error:
                     image = error
                 else:

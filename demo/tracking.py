@@ -21,7 +21,7 @@ calibrated width instead of shrinking towards overconfidence), and so is P(femal
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -137,6 +137,15 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self._next_number = 1
         self._frames = 0  # the clock of a tracker given no times: frames
+
+    @classmethod
+    def continuing(cls, tracks: list[Track], **settings) -> FaceTracker:
+        """A tracker that goes on from `tracks` (a clip judged again from part-way: each face keeps its number,
+        and a newcomer gets the next one); their answers are averaged afresh."""
+        tracker = cls(**settings)
+        tracker.tracks = [replace(t, answers=deque(maxlen=tracker.window)) for t in tracks]
+        tracker._next_number = max((t.number for t in tracks), default=0) + 1
+        return tracker
 
     def match(self, boxes: list[Box], now: float) -> dict[int, int]:
         """Detection index -> track index, for the detections that continue a track: the assignment of least

@@ -111,12 +111,13 @@ def upright(image: Image.Image, rotation: int) -> Image.Image:
     return image.transpose(turn) if turn is not None else image
 
 
-def frames(path: str | Path, every: int = 1, every_seconds: float | None = None
+def frames(path: str | Path, every: int = 1, every_seconds: float | None = None, after: int = -1
            ) -> Iterator[tuple[int, float, Image.Image]]:
     """(index, seconds, RGB image) of every `every`-th frame, or with `every_seconds` the first frame at or after
     each multiple of that many seconds of the clip's own clock (a variable-frame-rate clip sampled evenly in
     time), decoded in order and turned upright (a phone's display rotation applied); a damaged file ends in a
-    VideoError."""
+    VideoError. Frames up to index `after` are decoded but not given (the same ones are sampled after it as
+    in a run from the start)."""
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -131,7 +132,8 @@ def frames(path: str | Path, every: int = 1, every_seconds: float | None = None
                     due = (math.floor(seconds / every_seconds + 1e-6) + 1) * every_seconds
                 elif index % every:
                     continue
-                yield index, seconds, upright(frame.to_image(), frame.rotation)
+                if index > after:
+                    yield index, seconds, upright(frame.to_image(), frame.rotation)
         except av.error.FFmpegError as error:
             raise VideoError(f"{path.name} is damaged at frame {index + 1}: it does not decode from there "
                              f"({error.__class__.__name__})") from None
@@ -140,11 +142,14 @@ def frames(path: str | Path, every: int = 1, every_seconds: float | None = None
 def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | None = None,
           progress: Callable[[int, int], None] | None = None, max_seconds: float | None = None,
           max_bytes: int | None = None, on_frame: Callable[[JudgedFrame], None] | None = None,
-          keep: bool = True, every_seconds: float | None = None) -> VideoRun:
+          keep: bool = True, every_seconds: float | None = None, after: int = -1,
+          tracker: FaceTracker | None = None) -> VideoRun:
     """Every `every`-th frame (or one every `every_seconds`: `frames`) through `predictor` and one tracker (each
     face keeps its number), written annotated to `out` (MP4) if given. `progress(done, total)` is told after
     each judged frame, and `on_frame` is given each as it is judged; `keep=False` keeps none in the run
     (memory stays flat whatever the clip's length: the batch CLI writes each frame's rows as it comes).
+    `after` and `tracker` go on with a clip judged up to frame `after` before (the batch CLI's resume): the
+    frames after it, with the tracker that run's faces left (`FaceTracker.continuing`).
 
     A clip damaged or cut off part-way is judged up to where it stops decoding, and `run.stopped` says
     where and why; one with no frame to judge is refused with a VideoError.
@@ -158,10 +163,10 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
     step = every_seconds if every_seconds is not None else every / info.fps  # seconds between judged frames
     total = (math.ceil(info.seconds / every_seconds) if every_seconds is not None
              else math.ceil(info.frames / every) if info.frames else 0)
-    tracker, keys = FaceTracker(), list(predictor.models)
+    tracker, keys = tracker or FaceTracker(), list(predictor.models)
     video, last = None, None
     try:
-        for index, seconds, image in _until_damaged(frames(path, every, every_seconds), run):
+        for index, seconds, image in _until_damaged(frames(path, every, every_seconds, after), run):
             # The limit holds on the decoded time too: a clip written live (a browser's recording) has no
             # length in its header, and probe's check cannot see how long it is.
             if max_seconds is not None and seconds > max_seconds:
@@ -182,9 +187,9 @@ def judge(path: str | Path, predictor: Predictor, every: int = 1, out: Path | No
                 video.add(drawn, at)
             if progress is not None:
                 progress(run.count, max(total, run.count))
-        if last is None:
+        if last is None and after < 0:
             raise VideoError(run.stopped or f"{Path(path).name} has no frame we could decode")
-        if not run.stopped and info.seconds - (last.seconds + step) > CUT_TOLERANCE_S:
+        if last is not None and not run.stopped and info.seconds - (last.seconds + step) > CUT_TOLERANCE_S:
             run.stopped = (f"{Path(path).name} ends at {last.seconds:.1f} s, before the {info.seconds:.1f} s its "
                            "header gives (cut off?): judged up to there")
         if video is not None:

@@ -212,3 +212,26 @@ def test_a_face_hidden_behind_another_walking_past_comes_back_with_its_number():
     number = tracker.update(_frame((box, 30, 0.9)), at=10.1).faces[0].number
     assert tracker.update(_frame((box, 30, 0.9)), at=12.0).faces[0].number == number  # away 1.9 s: the same
     assert tracker.update(_frame((box, 30, 0.9)), at=14.5).faces[0].number != number  # away 2.5 s: a new face
+
+
+def test_a_tracker_continuing_a_clip_keeps_the_numbers_and_motion_it_is_given():
+    from demo.tracking import Track
+
+    # Face 4 moving 100 px a second to the right, face 7 still; judged again from 1.0 s on.
+    tracks = [Track(4, _box(100), seen_at=1.0, velocity=np.array([100.0, 0.0])), Track(7, _box(400), seen_at=1.0)]
+    tracker = FaceTracker.continuing(tracks)
+    result = tracker.update(_frame((_box(150), 30, 0.9), (_box(400), 60, 0.1), ((250, 300, 350, 400), 40, 0.5)), at=1.5)
+    assert [(f.face.box[0], f.number) for f in result.faces] == [(150, 4), (400, 7), (250, 8)]  # a newcomer: 8
+    assert len(tracker.tracks[0].answers) == 1  # averaged afresh
+
+
+def test_a_face_too_small_to_judge_keeps_one_number_beside_a_crossing():
+    rng, tracker, numbers = np.random.default_rng(0), FaceTracker(), set()
+    for step in range(18):
+        xa, xb = 40 * step, 600 - 40 * step
+        tiny = tuple(v + rng.normal(0, 2) for v in (500, 400, 525, 425))
+        result = _frame(((xa, 100, xa + 100, 200), 30, 0.9), ((xb, 130, xb + 100, 230), 60, 0.1), (tiny, 40, 0.5))
+        small = result.faces[2]
+        result.faces[2] = FaceResult(small.number, small.face, None, {})  # not judged: no answers, no crop
+        numbers |= {f.number for f in tracker.update(result, at=step / 8).faces if not f.judged}
+    assert len(numbers) == 1

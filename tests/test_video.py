@@ -304,3 +304,53 @@ def test_the_annotated_video_keeps_the_clips_sound(predictor, server, tmp_path):
 
     video, *_ = Client(server[0], verbose=False).predict(handle_file(str(clip)), 2, api_name="/video")
     assert _sound_seconds(Path(video["video"] if isinstance(video, dict) else video)) > 1.9
+
+
+def test_the_batch_cli_goes_on_with_a_clip_from_where_it_stopped(tmp_path, monkeypatch):
+    """Killed while judging frame 6 of 12: the same command judges only frames 5-11 again (the last frame written
+    may be cut off), and the rows match a straight run's frames, faces and boxes."""
+    from demo.predict import main
+    from demo.predictor import Predictor
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    straight = tmp_path / "straight.csv"
+    main([str(clip), "--out", str(straight), "--offline"])
+
+    real_predict, calls, stop_at = Predictor.predict, [], [7]
+    def predict_then_stop(self, image, *args, **kwargs):
+        calls.append(1)
+        if len(calls) in stop_at:
+            raise InterruptedError("killed")
+        return real_predict(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", predict_then_stop)
+    out = tmp_path / "resumed.csv"
+    with pytest.raises(InterruptedError):
+        main([str(clip), "--out", str(out), "--offline"])
+    assert sorted({int(r["frame"]) for r in csv.DictReader(out.open())}) == list(range(6))
+    with out.open("a") as f:
+        f.write(f"{clip},5,0.8")  # as if killed while writing a row
+    calls.clear()
+    stop_at.clear()
+    main([str(clip), "--out", str(out), "--offline"])
+    assert len(calls) == 7  # frames 5 to 11
+    where = lambda rows: [(r["frame"], r["time_s"], r["face"], r["x1"], r["y2"], r["model"]) for r in rows]  # noqa: E731
+    assert where(csv.DictReader(out.open())) == where(csv.DictReader(straight.open()))
+
+
+def test_a_clip_that_said_why_it_stopped_is_not_judged_again(tmp_path):
+    from demo.predict import earlier_run
+
+    out = tmp_path / "x.csv"
+    header = ("file,frame,time_s,face,x1,y1,x2,y2,det_score,model,age,age_low,age_high,gender,p_female,note,error\n")
+    rows = ["c.mkv,0,0.0,1,10,10,60,60,0.99,a,30,25,35,male,0.1,,\n",
+            "c.mkv,1,0.5,1,20,10,70,60,0.99,a,30,25,35,male,0.1,,\n",
+            "c.mkv,,,,,,,,,,,,,,,,c.mkv is damaged at frame 3\n"]
+    out.write_text(header + "".join(rows))
+    assert earlier_run(out) == ({"c.mkv"}, None)
+    assert out.read_text() == header + "".join(rows)
+    out.write_text(header + "".join(rows[:2]))  # stopped inside the clip: frame 1 is judged again after frame 0
+    finished, clip = earlier_run(out)
+    assert finished == set() and clip.file == "c.mkv" and clip.frame == 0
+    assert [(t.number, t.box, t.seen_at) for t in clip.tracks] == [(1, (10.0, 10.0, 60.0, 60.0), 0.0)]
+    assert out.read_text() == header + rows[0]
