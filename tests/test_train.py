@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -325,6 +326,38 @@ def test_an_anchored_group_weighted_run_resumes_exactly(tiny_pack, tmp_path, mon
     assert all(float(row[k]) >= 0 for row in rows for k in groups if row[k] != "nan")
 
 
+def test_a_student_learns_from_a_teachers_answers_kept_for_a_resume(tiny_pack, tmp_path, monkeypatch):
+    import training.fit.distill as distill
+    from training.evaluation.metrics import collect_outputs
+    from training.fit import distributed
+
+    teacher = train(_config(tiny_pack, tmp_path / "teacher", epochs=1, max_steps=2))
+    student = train(_config(tiny_pack, tmp_path / "student", epochs=1, widths=(4, 8), distill_from=str(teacher),
+                            distill_weight=0.7))
+    saved = torch.load(student / distill.TEACHER_NAME, weights_only=True)
+    pack = FacePack(tiny_pack)
+    faces = pack.indices("train")
+    assert torch.equal(saved["indices"], torch.from_numpy(faces))
+    # The teacher's raw answers on the stored training faces, in their order.
+    loaded = load_model(teacher, engine="torch")
+    out = collect_outputs(loaded.model, torch.utils.data.DataLoader(FaceDataset(
+        pack, faces, 48, loaded.config.mean, loaded.config.std), batch_size=4), "cpu")
+    assert torch.allclose(saved["age_probs"], out.age_logits.softmax(-1), atol=1e-5)
+    assert torch.allclose(saved["p_female"], torch.sigmoid(out.gender_logit), atol=1e-5)
+    # A resumed run reads them back instead of running the teacher again.
+    monkeypatch.setattr(distill, "collect_outputs", lambda *a, **k: pytest.fail("the teacher ran again"))
+    again = distill.teacher_for(str(teacher), pack, faces, loaded.config.num_age_bins, student, "cpu",
+                                distributed.ONE_PROCESS)
+    assert torch.equal(again.age_probs, saved["age_probs"])
+    # The loss by hand: KL to the teacher's distribution plus BCE to its P(female).
+    probs = torch.tensor([[0.5, 0.5, 0.0]])
+    one = distill.Teacher(probs, torch.tensor([0.25]))
+    logits = torch.log(torch.tensor([[0.25, 0.75, 1e-9]]))
+    kl = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    bce = -(0.25 * math.log(0.5) + 0.75 * math.log(0.5))
+    assert one.loss(torch.tensor([0]), logits, torch.tensor([0.0])).item() == pytest.approx(kl + bce, rel=1e-5)
+
+
 def test_cpu_speed_options_train_the_same_model(tiny_pack, tmp_path):
     # bf16 autocast and channels_last on the CPU: a real run that still saves a model that loads.
     run = train(_config(tiny_pack, tmp_path / "fast", epochs=1, max_steps=2, amp=True, channels_last=True))
@@ -373,6 +406,7 @@ def test_every_architecture_trains_under_every_recipe(name, trained_trunks, tiny
     ({"architecture": "dlib_resnet", "input_size": 96}, "at least 104 px"),
     ({"recipe": "from_scratch", "backbone_weights": "x.pth"}, "--backbone-weights would be ignored"),
     ({"recipe": "from_scratch", "start_decay": "1"}, "--recipe from_scratch has none"),
+    ({"distill_from": "no_such_model"}, "--distill-from no_such_model is not a model folder"),
     ({"recipe": "two_stage", "architecture": "dlib_resnet", "backbone_weights": "nowhere.dat"}, "does not exist"),
     ({"recipe": "transfer"}, "unknown --recipe 'transfer'"),
     ({"architecture": "vgg"}, "unknown architecture 'vgg'"),

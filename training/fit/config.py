@@ -111,6 +111,9 @@ class TrainConfig:
     ema: float = setting(0.0, "keep an exponential moving average of the weights, this much of the old kept each "
                          "step (e.g. 0.999), and validate, keep and calibrate it instead of the weights; 0: off")
     loss: LossWeights = setting(LossWeights(), "")
+    distill_from: str | None = setting(None, "a trained model's folder (e.g. Model B's) whose answers on the training "
+                                       "faces the run learns beside the labels (training.fit.distill)")
+    distill_weight: float = setting(0.5, "with --distill-from: the teacher's share of the loss, the labels' the rest")
     augment: AugmentConfig = setting(AugmentConfig(), "")
     patience: int = setting(6, "epochs without a better validation loss before stopping")
     max_steps: int | None = setting(None, "stop after this many optimiser steps (smoke runs)")

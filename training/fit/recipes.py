@@ -139,6 +139,11 @@ def recipe_of(cfg: TrainConfig) -> Recipe:
             raise ValueError("--init-from and --backbone-weights both say where the weights start: keep one")
         if not Path(cfg.init_from).is_dir():
             raise ValueError(f"--init-from {cfg.init_from} is not a model folder (model.safetensors + config.json)")
+    if cfg.distill_from and not (Path(cfg.distill_from) / "config.json").is_file():
+        raise ValueError(f"--distill-from {cfg.distill_from} is not a model folder (model.safetensors + config.json)")
+    if not 0.0 < cfg.distill_weight <= 1.0:
+        raise ValueError(f"--distill-weight is the teacher's share of the loss, above 0 and at most 1, "
+                         f"not {cfg.distill_weight}")
     recipe = RECIPES[cfg.recipe]
     recipe.check(cfg)
     return recipe

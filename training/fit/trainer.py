@@ -42,6 +42,7 @@ from training.evaluation.metrics import (
 from training.evaluation.ranges import cross_fitted, fit_spread_rule, range_table
 from training.fit import distributed
 from training.fit.config import TrainConfig
+from training.fit.distill import Positioned, Teacher, teacher_for
 from training.fit.gender_groups import GenderGroups
 from training.fit.losses import age_density, inverse_sqrt_weights, multitask_loss
 from training.fit.recipes import Stage, make_optimizer, recipe_of
@@ -122,8 +123,12 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
              cfg.mix or "natural", cfg.architecture, cfg.recipe,
              f"; {ranks.world} processes, {cfg.batch_size // ranks.world} faces a step each" if ranks.active else "")
 
-    age_table = age_weight_table(cfg, mcfg, pack)
     groups = GenderGroups.of(pack, train_ds.indices)
+    extras = LossExtras(age_weight_table(cfg, mcfg, pack))
+    if cfg.distill_from:
+        extras = dataclasses.replace(extras, teacher=teacher_for(cfg.distill_from, pack, train_ds.indices,
+                                                                 mcfg.num_age_bins, run_dir, cfg.device, ranks))
+    drawn_from = Positioned(train_ds) if cfg.distill_from else train_ds  # a teacher's answers are by position
     # (a resumed run loads its own weights below)
     model = build_from_config(mcfg) if resume else start_model(cfg, mcfg, recipe)
     # --start-decay's anchor: the weights the run began from, made afresh when it resumes.
@@ -165,16 +170,17 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
         # The order of the faces is one for all processes (each takes its share of it).
         order = mixed_order(train_sets, cfg.mix, len(train_ds), torch.Generator().manual_seed(cfg.seed + epoch))
         if ranks.active:
-            loader = make_loader(cfg, train_ds, distributed.share(order, cfg.batch_size, ranks).tolist(),
+            loader = make_loader(cfg, drawn_from, distributed.share(order, cfg.batch_size, ranks).tolist(),
                                  batch_size=cfg.batch_size // ranks.world, drop_last=False)
         else:
-            loader = make_loader(cfg, train_ds, order.tolist())
+            loader = make_loader(cfg, drawn_from, order.tolist())
         gender_table = groups.weight_table(state.history[-1] if state.history else None, cfg.loss.gender_groups)
         if gender_table is not None:
             log.info("gender loss weights: %s", groups.describe(gender_table))
+        extras = dataclasses.replace(extras, gender_table=gender_table)
         started = time.perf_counter()
         train_stats = train_epoch(cfg, model, forward, loader, optimizer, scheduler, mcfg, epoch, state, started,
-                                  ranks, scaler, age_table, ema, groups, gender_table)
+                                  ranks, scaler, extras, ema, groups)
         seconds = time.perf_counter() - started
         val_loss, val_row = validate(cfg, kept, val_loader, mcfg, ranks)
         if ema is not None:  # the weights themselves too: one run measures what the average is worth
@@ -298,24 +304,32 @@ def make_scaler(cfg: TrainConfig) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=cfg.amp and amp_dtype(cfg) == torch.float16)
 
 
-def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int,
-               scaler: torch.amp.GradScaler | None = None, age_table: torch.Tensor | None = None,
-               gender_table: torch.Tensor | None = None):
-    """One optimiser step on a FaceDataset batch; returns the loss and both heads' outputs.
+@dataclass(frozen=True)
+class LossExtras:
+    """What the training loss weighs faces by, or learns from, beyond their labels (each optional)."""
 
-    `age_table`: per-year weights of the age loss (age_weight_table), or None for equal weights;
-    `gender_table`: data sets x races, the weights of the gender loss (training.fit.gender_groups), or None.
-    """
+    age_table: torch.Tensor | None = None  # per-year weights of the age loss (--age-reweight: age_weight_table)
+    gender_table: torch.Tensor | None = None  # data sets x races, weights of the gender loss (--gender-groups)
+    teacher: Teacher | None = None  # a trained model's answers for each training face (--distill-from)
+
+
+def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, scheduler, age_min: int,
+               scaler: torch.amp.GradScaler | None = None, extras: LossExtras = LossExtras()):
+    """One optimiser step on a FaceDataset batch (with each face's position last, when there is a teacher);
+    returns the loss and both heads' outputs."""
     scaler = scaler or make_scaler(cfg)
     x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
     race, dataset = batch[4], batch[5]
-    gender_weights = gender_table[dataset, race].to(cfg.device) if gender_table is not None else None
+    gender_weights = extras.gender_table[dataset, race].to(cfg.device) if extras.gender_table is not None else None
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=amp_dtype(cfg), enabled=cfg.amp):
         age_logits, gender_logit = model(x)
-    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss, age_table,
-                             gender_weights)
+    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss,
+                             extras.age_table, gender_weights)
+    if extras.teacher is not None:
+        taught = extras.teacher.loss(batch[6], age_logits, gender_logit)
+        loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -327,13 +341,12 @@ def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, sched
 def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Module, loader: DataLoader, optimizer,
                 scheduler, mcfg: ModelConfig, epoch: int, state: RunState, started: float,
                 ranks: distributed.Ranks = distributed.ONE_PROCESS, scaler: torch.amp.GradScaler | None = None,
-                age_table: torch.Tensor | None = None, ema: AveragedModel | None = None,
-                groups: GenderGroups | None = None, gender_table: torch.Tensor | None = None) -> dict:
+                extras: LossExtras = LossExtras(), ema: AveragedModel | None = None,
+                groups: GenderGroups | None = None) -> dict:
     """One epoch (cut short by --max-steps or --max-minutes); `forward` is `model` in DDP and/or compiled.
 
     The running totals are summed over the ranks at the end: the history shows the global batch's.
-    With `groups`, each (data set, race group)'s mean gender loss is among them (weighed by `gender_table`
-    in the loss, if given).
+    With `groups`, each (data set, race group)'s mean gender loss is among them.
     """
     model.train()
     scaler = scaler or make_scaler(cfg)
@@ -343,10 +356,10 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
                disable=not ranks.main)
     for batch in bar:
         loss, age_logits, gender_logit = train_step(cfg, forward, batch, optimizer, scheduler, mcfg.age_min, scaler,
-                                                    age_table, gender_table)
+                                                    extras)
         if ema is not None:
             ema.update_parameters(model)
-        _, age_low, age_high, gender, race, dataset = batch
+        _, age_low, age_high, gender, race, dataset = batch[:6]
         state.step += 1
         with torch.no_grad():
             n = len(age_low)
