@@ -28,7 +28,7 @@ from demo.live import STREAM_EVERY, STREAM_LIMIT_S, STREAM_SLOTS, LiveSession, S
 from demo.predictor import ImageResult, Predictor
 from demo.saliency import Explainer, overlay
 from demo.tracking import WINDOW
-from demo.video import VideoError, judge
+from demo.video import VIDEO_SUFFIXES, VideoError, judge
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +487,9 @@ def video_tab_contents(page: Page) -> None:
                 "the annotated frames as a video, each face's age over time from both models, and a CSV of "
                 "every answer. Longer clips: `python -m demo.predict clips/ --out x.csv --every 5`.")
     with gr.Row():
-        clip = gr.Video(label="Clip", sources=["upload"], elem_id="clip")
+        # A file box, not a player: the browser cannot play many clips judged here (AVI, Matroska, HEVC), and
+        # Gradio's player raises its own "Video not playable" popup beside this tab's message for a bad one.
+        clip = gr.File(label="Clip", file_types=sorted(VIDEO_SUFFIXES), elem_id="clip")
         annotated_video = gr.Video(label="Annotated video", elem_id="annotated-video")
     every = gr.Slider(1, 30, value=VIDEO_EVERY, step=1, label="Judge every k-th frame",
                       info="1 judges every frame: slower, smoother")
