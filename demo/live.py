@@ -129,6 +129,12 @@ class StreamTurns:
                 return None
             return self._waiting_message(session, now)
 
+    def left_s(self, session: LiveSession) -> float:
+        """Seconds left of the session's turn (the whole turn before it has one)."""
+        if session.turn_started is None or session.key not in self.streaming:
+            return self.limit_s
+        return max(0.0, self.limit_s - (self.clock() - session.turn_started))
+
     def leave(self, session: LiveSession) -> None:
         """The session stopped streaming: its turn or its place in line goes to the others."""
         with self._lock:

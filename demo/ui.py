@@ -174,6 +174,9 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
 PAGE_CSS = """
 #faces-table td, #faces-table th, #live-table td, #live-table th { white-space: nowrap; }
 #camera-message:empty { display: none; }
+/* Gradio's bar under the camera counts down the stream's time limit, which also covers the wait for a turn
+   (5 turns): the status line says the seconds left of this visitor's turn instead. */
+#camera .streaming-bar { display: none; }
 #camera-message { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 """
 # The browser refuses the camera without telling the page's webcam component anything a visitor
@@ -420,7 +423,8 @@ def webcam_tab_contents(page: Page, turns: StreamTurns, stream_every: float) -> 
         annotated = np.asarray(annotate(image, result, page.keys))
         session.meter.frame(arrived, time.perf_counter())
         session.last_seen = time.monotonic()
-        return annotated, result_table(result, page.names), session.meter.status(), session
+        status = f"{session.meter.status()} {turns.left_s(session):.0f} s left of your turn."
+        return annotated, result_table(result, page.names), status, session
 
     gr.Markdown(f"Allow the camera, then press record. Each face keeps its number while it stays in view, "
                 f"and its answers are averaged over its last {WINDOW} frames, so they hold still. Frames "
@@ -429,7 +433,7 @@ def webcam_tab_contents(page: Page, turns: StreamTurns, stream_every: float) -> 
                 "their turn, and this page says so.")
     gr.HTML('<div id="camera-message" role="alert"></div>')
     with gr.Row():
-        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="camera",
                           webcam_options=gr.WebcamOptions(mirror=True, constraints={"video": WEBCAM_SIZE}))
         live = gr.Image(label="Live", format="jpeg", elem_id="live")
     live_rate = gr.Markdown(label="status", elem_id="live-rate")

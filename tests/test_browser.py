@@ -74,9 +74,13 @@ def test_webcam_stream_returns_annotated_frames(server, browser):
         "(first) => { const img = document.querySelector('#live img'); return img && img.src !== first; }",
         arg=first, timeout=60_000,
     )
-    # The session's rate, measured as its frames are served.
+    # The session's rate, measured as its frames are served, and what is left of its turn: no bar of Gradio's
+    # counting the stream's longer time limit.
     page.wait_for_function("() => (document.querySelector('#live-rate')?.innerText || '').includes('frames a second')",
                            timeout=30_000)
+    assert re.search(r"\b(1[01]\d|120) s left of your turn", page.locator("#live-rate").inner_text())
+    bar = page.locator("#camera .streaming-bar")
+    assert bar.count() == 1 and not bar.is_visible()
     context.close()
 
 

@@ -56,6 +56,8 @@ def test_two_stream_at_once_the_third_waits_told_its_place_and_its_wait_then_get
     message = _frame(turns, third)
     assert "Waiting for a turn" in message and "number 1 in line" in message
     assert "about 70 s to go" in message  # the first's turn ends at 100 s
+    # What the page shows of each turn: the first has 70 s left, the second all of its 100, the third waits.
+    assert [turns.left_s(s) for s in (first, second, third)] == [70, 100, 100]
     last = _until(turns, clock, 100.5, first, second, third)
     assert "are up" in last[0]  # its time ran out: told so, and its turn went to the next in line
     assert last[1:] == [None, None]
