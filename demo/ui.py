@@ -177,6 +177,8 @@ PAGE_CSS = """
 /* Gradio's bar under the camera counts down the stream's time limit, which also covers the wait for a turn
    (5 turns): the status line says the seconds left of this visitor's turn instead. */
 #camera .streaming-bar { display: none; }
+/* The maps' gallery grows with its maps (two per face and model) instead of scrolling inside a box of Gradio's. */
+#saliency .grid-wrap { max-height: none; }
 #camera-message { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 """
 # The browser refuses the camera without telling the page's webcam component anything a visitor

@@ -321,6 +321,12 @@ def test_ticking_the_maps_shows_a_pair_per_model_per_face(server, browser):
     shown = sorted(page.evaluate(captions))
     assert [c.split(":")[0] for c in shown] == sorted(f"#{n} · {k}" for n in range(1, GROUP_FACES + 1) for k in "AB")
     assert all(re.fullmatch(r"#\d · [AB]: age \d+-\d+ \| (female|male) \d+ %", c) for c in shown), shown
+    # Every map in view of the page's own scroll: no box of the gallery scrolls inside (Gradio caps one at 55 % of
+    # the window's height).
+    inner = page.evaluate("""() => [...document.querySelectorAll('#saliency, #saliency *')]
+        .filter(e => e.scrollHeight > e.clientHeight + 2 && getComputedStyle(e).overflowY !== 'visible')
+        .map(e => [e.className, e.scrollHeight, e.clientHeight])""")
+    assert inner == [], inner
     assert page.locator("#saliency img").count() >= 2 * GROUP_FACES
     page.close()
 
@@ -354,3 +360,4 @@ def test_a_clip_comes_back_as_an_annotated_video_an_age_plot_and_a_csv(server, b
                            timeout=60_000)
     assert page.get_by_text("Video not playable").count() == 0
     page.close()
+
