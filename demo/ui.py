@@ -179,6 +179,10 @@ PAGE_CSS = """
 #camera .streaming-bar { display: none; }
 /* The maps' gallery grows with its maps (two per face and model) instead of scrolling inside a box of Gradio's. */
 #saliency .grid-wrap { max-height: none; }
+/* On a phone a crop's caption ("#1 · A 31 F | B 30 M") wraps over its crop rather than losing its end. */
+@media (max-width: 600px) {
+  #crops .caption-label, #saliency .caption-label { white-space: normal; max-width: 100%; left: 0; }
+}
 #camera-message { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 """
 # The browser refuses the camera without telling the page's webcam component anything a visitor

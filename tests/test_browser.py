@@ -303,6 +303,10 @@ def test_the_photo_tab_reads_on_a_phone(server, browser, tmp_path):
                          for (const r of range.getClientRects()) if (r.width) tops.add(Math.round(r.top)); }
                        return [cell.innerText.trim(), tops.size]; })""")
     assert len(lines) >= 6 * GROUP_FACES and all(count == 1 for _, count in lines), lines
+    # Each crop's caption whole (wrapped, not cut off with an ellipsis).
+    captions = page.evaluate("""() => [...document.querySelectorAll('#crops .caption-label')]
+        .map(e => [e.innerText, e.scrollWidth <= e.clientWidth + 1])""")
+    assert len(captions) == GROUP_FACES and all(whole for _, whole in captions), captions
     page.close()
 
 
