@@ -1,5 +1,6 @@
 """The app in a real headless Chromium: a photo upload, and a fake camera streaming a face."""
 
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,15 +196,31 @@ def test_the_live_view_is_mirrored_like_the_camera_preview(server, browser, tmp_
     assert live[:, :300].mean() < 60 and live[:, 340:].mean() > 190  # the live view: mirrored too
 
 
-def test_a_face_sliding_across_the_camera_keeps_one_number(server, browser, tmp_path):
+@pytest.mark.parametrize("busy", [False, True], ids=["quiet", "beside_a_busy_process"])
+def test_a_face_sliding_across_the_camera_keeps_one_number(server, browser, tmp_path, busy):
     """The fake camera films the portrait sliding 320 px left and right every 4 s, three face widths a second
-    (about one a frame at the test server's 3 frames a second); the live table shows one face, always #1."""
+    (about one a frame at the test server's 3 frames a second); the live table shows one face, always #1.
+    Also beside a process keeping both cores busy, where frames come fewer and further apart."""
+    import subprocess
+    import sys
+
     from tools.clips import frame_at, offsets, portrait
 
     face = portrait(ASTRONAUT)
     shifts = offsets(span=320, period_s=4.0, fps=10, frames=40)  # one whole period: the camera's loop is seamless
     video = write_frames_y4m([frame_at(face, s) for s in shifts], tmp_path / "sliding.y4m")
-    with filming(browser, video, server[0]) as page:
+    spin = "import numpy\na = numpy.random.rand(600, 600)\nwhile True:\n    a @ a"
+    hog = subprocess.Popen([sys.executable, "-c", spin], env={**os.environ, "OMP_NUM_THREADS": "2"}) if busy else None
+    try:
+        _slide_keeps_one_number(browser, video, server[0])
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+
+
+def _slide_keeps_one_number(browser, video, url: str) -> None:
+    with filming(browser, video, url) as page:
         tables, last = [], None
         while len(tables) < 15:
             page.wait_for_function("(last) => { const t = document.querySelector('#live-table');"
