@@ -354,3 +354,22 @@ def test_a_clip_that_said_why_it_stopped_is_not_judged_again(tmp_path):
     assert finished == set() and clip.file == "c.mkv" and clip.frame == 0
     assert [(t.number, t.box, t.seen_at) for t in clip.tracks] == [(1, (10.0, 10.0, 60.0, 60.0), 0.0)]
     assert out.read_text() == header + rows[0]
+
+
+def test_two_people_walking_past_each_other_keep_their_numbers_through_the_cli(tmp_path):
+    """A real clip through the batch CLI: the one behind is hidden for 6 frames (0.75 s) while they overlap, and
+    comes back with its own number; each number stays on its own face, one walking right and one left."""
+    from demo.predict import main
+    from tools.clips import passing_clip
+
+    clip = passing_clip(tmp_path / "walk.mp4", ASTRONAUT, ASTRONAUT.with_name("grace_hopper.jpg"))
+    out = tmp_path / "walk.csv"
+    main([str(clip), "--out", str(out), "--offline", "--models", "b"])
+    centres: dict[str, list[tuple[int, float]]] = {}
+    for row in csv.DictReader(out.open()):
+        centres.setdefault(row["face"], []).append((int(row["frame"]), (float(row["x1"]) + float(row["x2"])) / 2))
+    assert sorted(centres) == ["1", "2"]
+    hidden = set(range(50)) - {frame for frame, _ in centres["2"]}
+    assert 4 <= len(hidden) <= 8 and max(hidden) < 40  # hidden while they overlap, then seen again
+    rightwards, leftwards = (np.diff([x for _, x in sorted(centres[n])]) for n in ("1", "2"))
+    assert (rightwards > 0).all() and (leftwards < 0).all()  # each number on one face throughout

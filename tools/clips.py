@@ -52,3 +52,28 @@ def write_clip(path: Path, face: Image.Image, shifts: list[float], fps: float, c
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def passing_clip(path: Path, front: Path, behind: Path, frames: int = 50, fps: float = 8, step: int = 15,
+                 size: tuple[int, int] = (960, 360), height: int = 200) -> Path:
+    """Two people walking past each other: `front`'s portrait from the left edge rightwards, `behind`'s from the
+    right edge leftwards, `step` px a frame each, the first drawn over the second (who is hidden while they
+    overlap: 6 frames, 0.75 s, at the defaults)."""
+    import av
+
+    people = []
+    for photo in (front, behind):
+        image = Image.open(photo).convert("RGB")
+        people.append(image.resize((round(image.width * height / image.height), height)))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for k in range(frames):
+            canvas = Image.new("RGB", size, (90, 90, 90))
+            canvas.paste(people[1], (size[0] - people[1].width - 20 - step * k, (size[1] - height) // 2))
+            canvas.paste(people[0], (20 + step * k, (size[1] - height) // 2))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
