@@ -111,3 +111,20 @@ def test_upload_calls_the_hub_client_with_the_staged_folder(run_dir, monkeypatch
     assert calls[0][:2] == ("create_repo", "someone/model-a")
     assert calls[1][0] == "upload_folder" and "model.safetensors" in calls[1][2] and "README.md" in calls[1][2]
     assert calls[2] == ("create_tag", "someone/model-a", "v1")
+
+
+def test_the_candidates_table_reads_each_models_numbers_from_the_report(report, capsys):
+    from tools import compare_runs
+
+    compare_runs.main([str(report / "metrics.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | UTKFace MAE") and len(lines) == 2 + 2  # header, rule, two models
+    metrics = json.loads((report / "metrics.json").read_text())[0]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[1] == f"{metrics['utkface']['overall']['age_mae']:.2f}"
+    races = {name: g["gender_accuracy"] for name, g in metrics["fairface"]["by_race"].items()}
+    assert cells[7].endswith(f"({100 * (max(races.values()) - min(races.values())):.1f})")
+    # The signed error of each FairFace group present, from the report's breakdown.
+    for name, cell in zip(("3-9", "10-19"), cells[8].split("/")):
+        group = metrics["fairface"]["by_age_group"].get(name)
+        assert cell.strip() == (f"{group['age_signed_error']:+.1f}" if group else "")
