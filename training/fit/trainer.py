@@ -129,11 +129,10 @@ def _fit(cfg: TrainConfig, resume: bool, recipe, ranks: distributed.Ranks) -> Pa
         extras = dataclasses.replace(extras, teacher=teacher_for(cfg.distill_from, pack, train_ds.indices,
                                                                  mcfg.num_age_bins, run_dir, cfg.device, ranks))
     drawn_from = Positioned(train_ds) if cfg.distill_from else train_ds  # a teacher's answers are by position
-    # (a resumed run loads its own weights below)
-    model = build_from_config(mcfg) if resume else start_model(cfg, mcfg, recipe)
-    # --start-decay's anchor: the weights the run began from, made afresh when it resumes.
-    begun = dict((model if not resume else start_model(cfg, mcfg, recipe)).named_parameters()) \
-        if cfg.start_decay else None
+    model = build_from_config(mcfg) if resume else start_model(cfg, mcfg, recipe)  # (resumed: its weights below)
+    begun = None  # --start-decay's anchor: the weights the run began from, made afresh when it resumes
+    if cfg.start_decay:
+        begun = dict((start_model(cfg, mcfg, recipe) if resume else model).named_parameters())
     if ranks.active and cfg.sync_bn and cfg.cuda:
         # BatchNorm statistics over the global batch, as one process computes them. (torch's SyncBatchNorm
         # runs on GPUs only: on the CPU each process keeps its own, over its share of the batch.)
