@@ -60,11 +60,13 @@ def iter_paths(inputs: list[Path]) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class ClipResume:
-    """Where a run stopped inside a clip: the frame judged last whose rows stand, and its faces' tracks."""
+    """Where a run stopped inside a clip: the frame judged last whose rows stand, its faces' tracks, and the highest
+    face number the clip's rows give (a newcomer after it gets the next)."""
 
     file: str
     frame: int
     tracks: list[Track]
+    numbered: int
 
 
 def earlier_run(out: Path) -> tuple[set[str], ClipResume | None]:
@@ -97,7 +99,8 @@ def earlier_run(out: Path) -> tuple[set[str], ClipResume | None]:
             return set(files[:-1]), None
         f.truncate(next(at for at, row in tail if row["frame"] == frames[-1]))
     kept = [row for _, row in tail if row["frame"] in frames[-3:-1]]
-    return set(files[:-1]), ClipResume(files[-1], int(frames[-2]), _tracks(kept, frames[-2]))
+    numbered = max(int(row["face"]) for _, row in tail if row["face"] and row["frame"] in frames[:-1])
+    return set(files[:-1]), ClipResume(files[-1], int(frames[-2]), _tracks(kept, frames[-2]), numbered)
 
 
 def _tracks(rows: list[dict], frame: str) -> list[Track]:
@@ -168,7 +171,7 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
                 try:
                     video = judge(image, predictor, every, on_frame=write_frame, keep=False,
                                   every_seconds=every_seconds, after=clip.frame if go_on else -1,
-                                  tracker=FaceTracker.continuing(clip.tracks) if go_on else None)
+                                  tracker=FaceTracker.continuing(clip.tracks, clip.numbered) if go_on else None)
                 except VideoError as error:
                     image = error
                 else:

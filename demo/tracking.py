@@ -139,12 +139,13 @@ class FaceTracker:
         self._frames = 0  # the clock of a tracker given no times: frames
 
     @classmethod
-    def continuing(cls, tracks: list[Track], **settings) -> FaceTracker:
-        """A tracker that goes on from `tracks` (a clip judged again from part-way: each face keeps its number,
-        and a newcomer gets the next one); their answers are averaged afresh."""
+    def continuing(cls, tracks: list[Track], numbered: int = 0, **settings) -> FaceTracker:
+        """A tracker that goes on from `tracks` (a clip judged again from part-way): each face keeps its number,
+        and a newcomer gets the next after the highest given so far (`numbered`, or the tracks'); their answers
+        are averaged afresh."""
         tracker = cls(**settings)
         tracker.tracks = [replace(t, answers=deque(maxlen=tracker.window)) for t in tracks]
-        tracker._next_number = max((t.number for t in tracks), default=0) + 1
+        tracker._next_number = max([numbered, *(t.number for t in tracks)]) + 1
         return tracker
 
     def match(self, boxes: list[Box], now: float) -> dict[int, int]:

@@ -223,6 +223,9 @@ def test_a_tracker_continuing_a_clip_keeps_the_numbers_and_motion_it_is_given():
     result = tracker.update(_frame((_box(150), 30, 0.9), (_box(400), 60, 0.1), ((250, 300, 350, 400), 40, 0.5)), at=1.5)
     assert [(f.face.box[0], f.number) for f in result.faces] == [(150, 4), (400, 7), (250, 8)]  # a newcomer: 8
     assert len(tracker.tracks[0].answers) == 1  # averaged afresh
+    # Faces numbered up to 9 earlier in the clip, gone since: a newcomer is #10, as in a run never stopped.
+    later = FaceTracker.continuing(tracks, numbered=9).update(_frame(((250, 300, 350, 400), 40, 0.5)), at=1.5)
+    assert [f.number for f in later.faces] == [10]
 
 
 def test_a_face_too_small_to_judge_keeps_one_number_beside_a_crossing():

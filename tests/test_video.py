@@ -353,6 +353,7 @@ def test_a_clip_that_said_why_it_stopped_is_not_judged_again(tmp_path):
     finished, clip = earlier_run(out)
     assert finished == set() and clip.file == "c.mkv" and clip.frame == 0
     assert [(t.number, t.box, t.seen_at) for t in clip.tracks] == [(1, (10.0, 10.0, 60.0, 60.0), 0.0)]
+    assert clip.numbered == 1
     assert out.read_text() == header + rows[0]
 
 
