@@ -492,7 +492,8 @@ def video_tab_contents(page: Page) -> None:
                 + (f" **{run.stopped}.**" if run.stopped else ""))
         return str(folder / f"{Path(name).stem}_faces.mp4"), plot, str(csv_path), note
 
-    gr.Markdown(f"Upload a clip (mp4, webm or mov, up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_MB} MB). Every "
+    kinds = ", ".join(sorted(suffix.lstrip(".") for suffix in VIDEO_SUFFIXES))
+    gr.Markdown(f"Upload a clip ({kinds}; up to {VIDEO_MAX_SECONDS} s and {VIDEO_MAX_MB} MB). Every "
                 "k-th frame is judged with the webcam's tracker, so each face keeps its number; back come "
                 "the annotated frames as a video, each face's age over time from both models, and a CSV of "
                 "every answer. Longer clips: `python -m demo.predict clips/ --out x.csv --every 5`.")
