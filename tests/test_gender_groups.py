@@ -84,3 +84,9 @@ def test_signed_error_says_which_way_the_ages_are_wrong():
     # A group label's middle: 10-19 -> 14.5; a 20 for it is +5.5 (made older).
     groups = group_metrics(_outputs([10, 10], [19, 19], [20, 14], FF), spec.get("fairface"), age_min=1)
     assert groups["age_signed_error"] == pytest.approx(np.mean([5.5, -0.5]))
+    # The open group at the top counts its faces where UTKFace's over-70s are (about 78), not at its middle (93).
+    from training.data.ages import OLD_FROM, old_age_prior
+
+    old = (torch.arange(OLD_FROM, 117).float() * old_age_prior()).sum().item()
+    top = group_metrics(_outputs([70], [116], [75], FF), spec.get("fairface"), age_min=1)
+    assert 74 < old < 82 and top["age_signed_error"] == pytest.approx(75 - old, abs=1e-4)

@@ -133,7 +133,7 @@ def year_metrics(out: Outputs, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
         "n": int(len(err)),
         "age_mae": float(err.mean()),
         "age_mae_60_plus": float(err[old].mean()) if old.any() else math.nan,
-        "age_signed_error": float((est.mean - out.age.float()).mean()),  # above 0: older than they are
+        "age_signed_error": signed_error(est, out, age_min),
         "age_cs5": float((err <= 5).float().mean()),
         **range_metrics(est, out, age_min),
         **gender_metrics(out, gender_temperature, unsure_below),
@@ -151,11 +151,19 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: AgeRan
         "n": int(len(off)),
         "age_group_exact": float((off == 0).float().mean()),
         "age_group_within_one": float((off <= 1).float().mean()),
-        # The estimate less the middle of the face's group (e.g. 14.5 for 10-19): above 0, made older.
-        "age_signed_error": float((est.mean - (out.age_low + out.age_high).float() / 2).mean()),
+        "age_signed_error": signed_error(est, out, age_min),
         **range_metrics(est, out, age_min),
         **gender_metrics(out, gender_temperature, unsure_below),
     }
+
+
+def signed_error(est: AgeEstimate, out: Outputs, age_min: int) -> float:
+    """The mean estimate less each face's labelled age: its year, or the mean of its group's years as training
+    weighs them (the middle, 14.5 for 10-19; for the open "more than 70", the ages of UTKFace's over-70s).
+    Above 0: the faces are made older."""
+    weights = year_weights(out.age_low, out.age_high, age_min, out.age_logits.shape[-1])
+    labelled = weights @ age_bins(age_min, age_min + out.age_logits.shape[-1] - 1)
+    return float((est.mean - labelled).mean())
 
 
 # A range this many years wide or wider says little: its share is reported (aimed under 1 %).
