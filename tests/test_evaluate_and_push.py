@@ -128,3 +128,12 @@ def test_the_candidates_table_reads_each_models_numbers_from_the_report(report, 
     for name, cell in zip(("3-9", "10-19"), cells[8].split("/")):
         group = metrics["fairface"]["by_age_group"].get(name)
         assert cell.strip() == (f"{group['age_signed_error']:+.1f}" if group else "")
+
+
+def test_a_models_serving_time_on_each_engine(run_dir, capsys):
+    from tools import model_speed
+
+    model_speed.main([str(run_dir), "--runs", "2", "--threads", "1"])
+    timed = json.loads(capsys.readouterr().out)
+    assert timed["cpu"] and len(timed["ms"]) == 2 and all(ms > 0 for ms in timed["ms"].values())
+    assert {name.rsplit(", ", 1)[1].rstrip(")") for name in timed["ms"]} == {"onnx", "torch"}
