@@ -137,3 +137,4 @@ def test_a_models_serving_time_on_each_engine(run_dir, capsys):
     timed = json.loads(capsys.readouterr().out)
     assert timed["cpu"] and len(timed["ms"]) == 2 and all(ms > 0 for ms in timed["ms"].values())
     assert {name.rsplit(", ", 1)[1].rstrip(")") for name in timed["ms"]} == {"onnx", "torch"}
+

@@ -11,13 +11,14 @@ pass a scratch path); prints the median seconds alone, beside the busy process, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tools.output import emit
 
 BUSY = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1500, 1500)\nwhile True:\n    a @ a\n"
 
@@ -52,10 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"command": command, "runs": args.runs, "alone_s": statistics.median(alone),
               "beside_busy_s": statistics.median(beside)}
     report["ratio"] = report["beside_busy_s"] / report["alone_s"]
-    print(json.dumps(report, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\\n")
+    emit(report, args.out, indent=1)
 
 
 if __name__ == "__main__":

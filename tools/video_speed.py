@@ -11,7 +11,6 @@ frames judged a second, and the clip's seconds per second of work.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
 from demo.video import frames, judge
 from tools.clips import offsets, portrait, write_clip
+from tools.output import emit
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             report[f"every_{every}"] = {"frames_judged": len(run.judged),
                                         "frames_judged_per_s": round(len(run.judged) / seconds, 1),
                                         "clip_seconds_per_second": round(args.seconds / seconds, 2)}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ of the age over the frames, the spread of the box centre, and the milliseconds p
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from demo.faces import LIVE_MIN_FACE_SIZE, FaceDetector
 from demo.predictor import Predictor
 from demo.sources import load_models, specs_from_env
 from demo.tracking import FaceTracker
+from tools.output import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (640, 480)
@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             times.append((time.perf_counter() - start) * 1000)
             results.append(result)
         report[name] = {**spread(results, keys), "ms_per_frame_median": round(statistics.median(times), 1)}
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.out, indent=2)
 
 
 if __name__ == "__main__":
