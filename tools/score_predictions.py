@@ -30,7 +30,7 @@ from training.data import spec
 from training.data.prepare import centre_distance
 from training.data.records import SPLITS
 from training.data.spec import YEAR
-from training.evaluation.metrics import AGE_BREAKDOWNS, WIDE_RANGE, range_coverage
+from training.evaluation.metrics import AGE_BREAKDOWNS, range_coverage, range_summary
 
 
 def read_labels(path: Path, split: str | None) -> dict[str, dict]:
@@ -110,15 +110,12 @@ def range_scores(pairs: list[tuple[dict, dict]]) -> dict:
     low = torch.tensor([float(r["age_low"]) for _, r in pairs])
     high = torch.tensor([float(r["age_high"]) for _, r in pairs])
     shown = torch.tensor([round(float(r["age"])) for _, r in pairs])
-    covered = range_coverage(low, high, low_label, high_label, AGE_MIN, AGE_MAX - AGE_MIN + 1).numpy()
-    width = (high - low).numpy()
+    covered = range_coverage(low, high, low_label, high_label, AGE_MIN, AGE_MAX - AGE_MIN + 1)
     dataset = spec.get(pairs[0][0]["dataset"])
     bands = next(b for b in dataset.breakdowns if b.key in AGE_BREAKDOWNS)
     groups = bands.groups(low_label.numpy(), np.array([int(lab["race"]) for lab, _ in pairs]))
-    return {"age_range_coverage": float(covered.mean()), "age_range_width": float(width.mean()),
-            "age_range_wide_share": float((width >= WIDE_RANGE).mean()), "age_range_max_width": float(width.max()),
-            "age_outside_range": int(((shown < low) | (shown > high)).sum()),
-            f"age_range_coverage_{bands.key}": {name: round(float(covered[mask].mean()), 4)
+    return {**range_summary(covered, low, high, shown),
+            f"age_range_coverage_{bands.key}": {name: round(float(covered.numpy()[mask].mean()), 4)
                                                  for name, mask in groups.items() if mask.any()}}
 
 

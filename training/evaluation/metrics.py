@@ -172,14 +172,21 @@ WIDE_RANGE = 40
 
 def range_metrics(est: AgeEstimate, out: Outputs, age_min: int) -> dict[str, float]:
     """How often the ranges hold the true age, how wide they are, and whether each holds its own estimate."""
-    width = est.high - est.low
-    shown = torch.round(est.mean)
+    return range_summary(_coverage(est, out, age_min), est.low, est.high, torch.round(est.mean))
+
+
+def range_summary(covered: torch.Tensor, low: torch.Tensor, high: torch.Tensor, shown: torch.Tensor
+                  ) -> dict[str, float]:
+    """The numbers reported of a set of ranges, from each face's coverage (`range_coverage`), its range [low, high]
+    and the age shown: the mean coverage and width, the share WIDE_RANGE years wide or more, the widest, and how
+    many do not hold their own shown age (the batch CLI's rows are scored by the same, tools.score_predictions)."""
+    width = (high - low).float()
     return {
-        "age_range_coverage": float(_coverage(est, out, age_min).mean()),
+        "age_range_coverage": float(covered.float().mean()),
         "age_range_width": float(width.mean()),
         "age_range_wide_share": float((width >= WIDE_RANGE).float().mean()),
         "age_range_max_width": float(width.max()) if len(width) else math.nan,
-        "age_outside_range": int(((shown < est.low) | (shown > est.high)).sum()),
+        "age_outside_range": int(((shown < low) | (shown > high)).sum()),
     }
 
 
