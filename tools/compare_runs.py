@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+
+from training.evaluation.markdown import pct
+from training.evaluation.report import signed_cell
 
 HEADER = ["model", "UTKFace MAE", "60+", "gender", "FairFace exact", "within one", "gender",
           "worst race to best (FairFace gender)", "signed error 3-9 / 10-19", "range holds (UTK / FF)",
@@ -28,18 +30,13 @@ def row(metrics: dict) -> list[str]:
     worst = min(races, key=races.get) if races else None
     best = max(races, key=races.get) if races else None
     groups = ff.get("by_age_group", {})
-
-    def signed(name: str) -> str:
-        value = groups.get(name, {}).get("age_signed_error", math.nan)
-        return "" if math.isnan(value) else f"{value:+.1f}"
-
     return [
         metrics.get("model", "?"),
         _num(u.get("age_mae"), 2), _num(u.get("age_mae_60_plus"), 2), _pct(u.get("gender_accuracy")),
         _pct(f.get("age_group_exact")), _pct(f.get("age_group_within_one")), _pct(f.get("gender_accuracy")),
         f"{worst} {_pct(races[worst])} to {best} {_pct(races[best])} ({100 * (races[best] - races[worst]):.1f})"
         if races else "",
-        f"{signed('3-9')} / {signed('10-19')}",
+        f"{signed_cell(groups.get('3-9', {}))} / {signed_cell(groups.get('10-19', {}))}",
         f"{_pct(u.get('age_range_coverage'))} / {_pct(f.get('age_range_coverage'))}",
         f"{_num(u.get('age_range_width'), 1)} / {_num(f.get('age_range_width'), 1)}",
     ]
@@ -50,7 +47,7 @@ def _num(value, digits: int) -> str:
 
 
 def _pct(value) -> str:
-    return "" if value is None else f"{100 * value:.1f} %"
+    return "" if value is None else pct(value)
 
 
 def main(argv: list[str] | None = None) -> None:

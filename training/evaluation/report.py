@@ -250,20 +250,21 @@ def breakdown_cells(dataset: DatasetSpec) -> tuple[tuple[str, object], ...]:
     """(header, format) of each cell of a breakdown row, as the report and the card show them."""
     if dataset.age_kind == YEAR:
         return (("age MAE", lambda g: f"{g['age_mae']:.2f}"),
-                ("signed error", _signed),
+                ("signed error", signed_cell),
                 ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
                 ("range width", lambda g: f"{g['age_range_width']:.1f}"),
                 ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
     return (("age group exact", lambda g: pct(g["age_group_exact"])),
             ("within one", lambda g: pct(g["age_group_within_one"])),
-            ("signed error", _signed),
+            ("signed error", signed_cell),
             ("range coverage", lambda g: pct(g["age_range_coverage"], 0)),
             ("range width", lambda g: f"{g['age_range_width']:.1f}"),
             ("gender accuracy", lambda g: pct(g["gender_accuracy"])))
 
 
-def _signed(metrics: dict) -> str:
-    """Mean estimate less the true age (a group's middle): "+4.3" made older (metrics of old reports: blank)."""
+def signed_cell(metrics: dict) -> str:
+    """A table cell of the mean estimate less the labelled age (metrics.signed_error): "+4.3", made older; blank
+    for metrics without it (reports from before it, a group with no faces)."""
     value = metrics.get("age_signed_error", math.nan)
     return "" if math.isnan(value) else f"{value:+.1f}"
 
