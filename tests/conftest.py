@@ -137,3 +137,25 @@ def server(shipped_models, predictor):
     _, url, _ = launch(demo, "127.0.0.1", None, prevent_thread_lock=True, quiet=True)
     yield url, demo
     demo.close()
+
+
+class PredictKiller:
+    """`Predictor.predict` patched to count its calls and raise InterruptedError ("killed") at call `at`, as a run
+    killed there would stop; `spare()` lets the next run through, counting afresh."""
+
+    def __init__(self, monkeypatch, at: int) -> None:
+        from demo.predictor import Predictor
+
+        self.calls, self.at = 0, at
+        real = Predictor.predict
+
+        def predict(predictor, image, *args, **kwargs):
+            self.calls += 1
+            if self.calls == self.at:
+                raise InterruptedError("killed")
+            return real(predictor, image, *args, **kwargs)
+
+        monkeypatch.setattr(Predictor, "predict", predict)
+
+    def spare(self) -> None:
+        self.calls, self.at = 0, None

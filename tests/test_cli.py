@@ -6,7 +6,7 @@ from PIL import Image
 
 from demo.export import COLUMNS
 from demo.predict import main
-from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES
+from tests.conftest import ASTRONAUT, GROUP, GROUP_FACES, PredictKiller
 
 
 def test_batch_csv(tmp_path, capsys):
@@ -86,20 +86,11 @@ def _photos(tmp_path):
 
 
 def test_an_interrupted_run_continues_without_redoing_finished_photos(tmp_path, monkeypatch):
-    from demo.predictor import Predictor
-
     photos = _photos(tmp_path)
     straight = tmp_path / "straight.csv"
     main([str(photos), "--out", str(straight), "--offline"])
 
-    real_predict, calls, stop_at = Predictor.predict, [], [3]
-    def predict_then_stop(self, image, *args, **kwargs):
-        calls.append(1)
-        if len(calls) in stop_at:
-            raise InterruptedError("killed")  # the run dies during the third readable photo
-        return real_predict(self, image, *args, **kwargs)
-
-    monkeypatch.setattr(Predictor, "predict", predict_then_stop)
+    killer = PredictKiller(monkeypatch, at=3)  # the run dies during the third readable photo
     out = tmp_path / "resumed.csv"
     with pytest.raises(InterruptedError):
         main([str(photos), "--out", str(out), "--offline"])
@@ -107,11 +98,10 @@ def test_an_interrupted_run_continues_without_redoing_finished_photos(tmp_path, 
     assert len(finished) == 2  # two photos written when the run died
     with out.open("a") as f:
         f.write(f"{photos / '2_astronaut.jpg'},1,161.2")  # as if killed while writing the third one's rows
-    calls.clear()
-    stop_at.clear()
+    killer.spare()
     main([str(photos), "--out", str(out), "--offline"])
     # Judged again: the photo cut off, and the two readable photos after it; the first two are not.
-    assert len(calls) == 3
+    assert killer.calls == 3
     assert out.read_text() == straight.read_text()
 
 

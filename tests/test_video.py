@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from demo.video import VideoError, judge, probe
-from tests.conftest import ASTRONAUT
+from tests.conftest import ASTRONAUT, PredictKiller
 
 
 def make_clip(path: Path, frames: int = 12, fps: int = 6, codec: str = "libx264") -> Path:
@@ -310,30 +310,21 @@ def test_the_batch_cli_goes_on_with_a_clip_from_where_it_stopped(tmp_path, monke
     """Killed while judging frame 6 of 12: the same command judges only frames 5-11 again (the last frame written
     may be cut off), and the rows match a straight run's frames, faces and boxes."""
     from demo.predict import main
-    from demo.predictor import Predictor
 
     clip = make_clip(tmp_path / "clip.mp4", frames=12)
     straight = tmp_path / "straight.csv"
     main([str(clip), "--out", str(straight), "--offline"])
 
-    real_predict, calls, stop_at = Predictor.predict, [], [7]
-    def predict_then_stop(self, image, *args, **kwargs):
-        calls.append(1)
-        if len(calls) in stop_at:
-            raise InterruptedError("killed")
-        return real_predict(self, image, *args, **kwargs)
-
-    monkeypatch.setattr(Predictor, "predict", predict_then_stop)
+    killer = PredictKiller(monkeypatch, at=7)
     out = tmp_path / "resumed.csv"
     with pytest.raises(InterruptedError):
         main([str(clip), "--out", str(out), "--offline"])
     assert sorted({int(r["frame"]) for r in csv.DictReader(out.open())}) == list(range(6))
     with out.open("a") as f:
         f.write(f"{clip},5,0.8")  # as if killed while writing a row
-    calls.clear()
-    stop_at.clear()
+    killer.spare()
     main([str(clip), "--out", str(out), "--offline"])
-    assert len(calls) == 7  # frames 5 to 11
+    assert killer.calls == 7  # frames 5 to 11
     where = lambda rows: [(r["frame"], r["time_s"], r["face"], r["x1"], r["y2"], r["model"]) for r in rows]  # noqa: E731
     assert where(csv.DictReader(out.open())) == where(csv.DictReader(straight.open()))
 
