@@ -174,6 +174,7 @@ def gallery_items(result: ImageResult, names: dict[str, str]) -> list[tuple[Imag
 PAGE_CSS = """
 #faces-table td, #faces-table th, #live-table td, #live-table th { white-space: nowrap; }
 #camera-message:empty { display: none; }
+#camera-message { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 /* Gradio's bar under the camera counts down the stream's time limit, which also covers the wait for a turn
    (5 turns): the status line says the seconds left of this visitor's turn instead. */
 #camera .streaming-bar { display: none; }
@@ -183,7 +184,6 @@ PAGE_CSS = """
 @media (max-width: 600px) {
   #crops .caption-label, #saliency .caption-label { white-space: normal; max-width: 100%; left: 0; }
 }
-#camera-message { color: var(--error-text-color, #b91c1c); font-weight: 600; }
 """
 # The browser refuses the camera without telling the page's webcam component anything a visitor
 # sees: wrap getUserMedia and say why, and what to do, above the camera.
