@@ -138,3 +138,32 @@ def test_a_models_serving_time_on_each_engine(run_dir, capsys):
     assert timed["cpu"] and len(timed["ms"]) == 2 and all(ms > 0 for ms in timed["ms"].values())
     assert {name.rsplit(", ", 1)[1].rstrip(")") for name in timed["ms"]} == {"onnx", "torch"}
 
+
+
+def test_averaging_a_model_with_itself_answers_as_the_model(run_dir, tiny_pack, capsys):
+    from tools import ensemble
+
+    ensemble.main([str(run_dir), str(run_dir), "--data", str(tiny_pack), "--split", "test", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 3  # header, rule, each model alone, the two averaged
+    alone, together = ([c.strip() for c in line.strip("|").split("|")][1:] for line in (lines[2], lines[4]))
+    assert alone == together  # the same distributions and P(female) averaged are those distributions
+
+
+def test_averaged_answers_are_the_mean_of_the_members():
+    import torch
+
+    from tools.ensemble import averaged
+    from training.evaluation.metrics import FIELDS, Outputs
+
+    def outputs(age_logits: torch.Tensor, gender_logit: torch.Tensor) -> Outputs:
+        n = len(age_logits)
+        labels = {k: torch.zeros(n, dtype=torch.long) for k in FIELDS if k not in ("age_logits", "gender_logit")}
+        return Outputs(age_logits=age_logits, gender_logit=gender_logit, **labels)
+
+    a, b = outputs(torch.randn(5, 116), torch.randn(5)), outputs(torch.randn(5, 116), torch.randn(5))
+    both = averaged([a, b], [1.0, 2.0])
+    mean = (torch.softmax(a.age_logits, -1) + torch.softmax(b.age_logits, -1)) / 2
+    assert torch.allclose(torch.softmax(both.age_logits, -1), mean, atol=1e-6)
+    p = (torch.sigmoid(a.gender_logit) + torch.sigmoid(b.gender_logit / 2.0)) / 2
+    assert torch.allclose(torch.sigmoid(both.gender_logit), p, atol=1e-6)
