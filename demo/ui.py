@@ -383,7 +383,7 @@ def photo_tab_contents(page: Page, gender_accuracy: dict[str, float | None]) -> 
     button = gr.Button("Find faces", variant="primary")
     explain = gr.Checkbox(False, label="Show where each model looks",
                           info="A heatmap per face and model, for the age and gender answers shown "
-                               "(Grad-CAM); about 20 ms more for one face, 45 ms for five, on a quiet "
+                               "(HiResCAM); about 25 ms more for one face, 50 ms for five, on a quiet "
                                "2-core CPU.", elem_id="explain")
     looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
                        object_fit="contain", elem_id="saliency")
@@ -391,7 +391,7 @@ def photo_tab_contents(page: Page, gender_accuracy: dict[str, float | None]) -> 
                 "answer most (the age range the model gave, on the left; the gender it gave, on the right); "
                 "dark parts counted little. Each map is scaled to its own peak, so compare where the models "
                 "look, not how strongly. [More](https://github.com/jacobgil/pytorch-grad-cam#readme) on "
-                "Grad-CAM; how these maps were checked: docs/serving.md.", elem_id="saliency-help")
+                "Grad-CAM and HiResCAM; how these maps were checked: docs/serving.md.", elem_id="saliency-help")
     with gr.Accordion("Results as data: JSON and CSV", open=False):
         faces = gr.JSON(label="faces", elem_id="faces-json")
         downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")

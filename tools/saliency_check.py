@@ -1,17 +1,17 @@
-"""How good and how costly are the "where each model looks" maps? Grad-CAM against occlusion, on real faces.
+"""How good and how costly are the "where each model looks" maps? HiResCAM against occlusion, on real faces.
 
     python -m tools.saliency_check --out reports/saliency.json --figure reports/saliency.jpg
 
 On every face of the example photos (demo/examples), for each shipped model: the milliseconds of
-Grad-CAM a face (both answers, a batch of one; with the mirror image where the model is served with
+a map a face (both answers, a batch of one; with the mirror image where the model is served with
 flip) and of the occlusion check; what the page pays for the maps of a photo of one face and of five
 (`page_ms`); the share of each map's mass on the face's oval (`demo.saliency.face_oval`, 66 %
-of the crop: a map spread evenly puts 66 % there); the correlation of Grad-CAM with occlusion (do
+of the crop: a map spread evenly puts 66 % there); the correlation of the maps with occlusion (do
 they point at the same parts?), of model A's map with model B's (do the models look at different
 things?), and of the map with the
 map of the same network with its weights randomised (Adebayo et al. 2018: a map that survives
 that explains the input, not the model). The figure shows, per face, the crop and each model's
-age and gender maps, Grad-CAM over occlusion.
+age and gender maps, the maps over occlusion.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-    if args.figure:  # per face two rows, Grad-CAM then occlusion: the crop, then A age, A gender, B age, B gender
+    if args.figure:  # per face two rows, the map then occlusion: the crop, then A age, A gender, B age, B gender
         tiles = []
         for crop in crops:
             for method in (2, 3):
