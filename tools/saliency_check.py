@@ -1,6 +1,6 @@
 """How good and how costly are the "where each model looks" maps? HiResCAM against occlusion, on real faces.
 
-    python -m tools.saliency_check --out reports/saliency.json --figure reports/saliency.jpg
+    python -m tools.saliency_check --out reports/saliency.json --figure reports/saliency.jpg [--pack data/faces]
 
 On every face of the example photos (demo/examples), for each shipped model: the milliseconds of
 a map a face (both answers, a batch of one; with the mirror image where the model is served with
@@ -11,7 +11,8 @@ they point at the same parts?), of model A's map with model B's (do the models l
 things?), and of the map with the
 map of the same network with its weights randomised (Adebayo et al. 2018: a map that survives
 that explains the input, not the model). The figure shows, per face, the crop and each model's
-age and gender maps, the maps over occlusion.
+age and gender maps, the maps over occlusion. With `--pack`, also how many maps have nothing on them (no
+positive part: the page would show a bare crop) among the first `--pack-faces` validation faces of a pack.
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def page_cost(predictor: Predictor, explainers: dict[str, Explainer], runs: int 
     return cost
 
 
+def empty_maps(explainers: dict[str, Explainer], pack_folder: Path, faces: int, batch: int = 50) -> dict:
+    """Per model and answer, how many of `faces` validation faces of a pack (a fixed random draw) get an empty map."""
+    from training.data.pack import FacePack
+
+    pack = FacePack(pack_folder)
+    crops = [pack.image(int(i)) for i in pack.indices("val", faces)]
+    counts: dict = {"faces": len(crops)}
+    for key, explainer in explainers.items():
+        maps = [m for k in range(0, len(crops), batch) for m in explainer.maps(crops[k:k + batch])]
+        counts[key] = {task: sum(float(getattr(m, task).max()) == 0 for m in maps) for task in ("age", "gender")}
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, nargs="+",
@@ -85,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="the numbers as JSON")
     parser.add_argument("--figure", type=Path, help="the maps as a JPEG")
+    parser.add_argument("--pack", type=Path, help="a folder written by training.prepare: count empty maps on its "
+                        "validation faces too")
+    parser.add_argument("--pack-faces", type=int, default=300)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models, _ = load_models(specs_from_env(), offline=True)
@@ -130,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         correlation(getattr(a, task), getattr(b, task)) for a, b in zip(maps_by_model["a"], maps_by_model["b"])), 3)
         for task in ("age", "gender")} if set(models) >= {"a", "b"} else None
     report["page_ms"] = page_cost(predictor, explainers)
+    if args.pack:
+        report["empty_maps_on_validation_faces"] = empty_maps(explainers, args.pack, args.pack_faces)
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
