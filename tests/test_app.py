@@ -176,7 +176,7 @@ def test_the_disagreement_note_quotes_the_shipped_models_cards():
     accuracy = {key: read_measured(folder).gender_accuracy for key, folder in LOCAL_DIRS.items()}
     answers = {"a": ModelAnswer(30, 25, 36, 0.9), "b": ModelAnswer(31, 26, 37, 0.2)}
     assert gender_disagreement(answers, accuracy) == (
-        "the models disagree on gender. On the test faces of their model cards, B got 92.5 % of genders right "
+        "the models disagree on gender. On the test faces of their model cards, B got 92.7 % of genders right "
         "(A 92.1 %): trust B more.")
 
 
