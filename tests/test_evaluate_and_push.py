@@ -139,7 +139,6 @@ def test_a_models_serving_time_on_each_engine(run_dir, capsys):
     assert {name.rsplit(", ", 1)[1].rstrip(")") for name in timed["ms"]} == {"onnx", "torch"}
 
 
-
 def test_averaging_a_model_with_itself_answers_as_the_model(run_dir, tiny_pack, capsys):
     from tools import ensemble
 

@@ -12,7 +12,7 @@ things?), and of the map with the
 map of the same network with its weights randomised (Adebayo et al. 2018: a map that survives
 that explains the input, not the model). The figure shows, per face, the crop and each model's
 age and gender maps, the maps over occlusion. With `--pack`, also how many maps have nothing on them (no
-positive part: the page would show a bare crop) among the first `--pack-faces` validation faces of a pack.
+positive part: the page would show a bare crop) among `--pack-faces` validation faces of a pack (a fixed draw).
 """
 
 from __future__ import annotations
