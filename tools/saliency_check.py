@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from demo.faces import FaceDetector
 from demo.predictor import Predictor
 from demo.saliency import Explainer, face_oval, occlusion, overlay, share_in
 from demo.sources import load_models, specs_from_env
+from tools.output import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,10 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     report["page_ms"] = page_cost(predictor, explainers)
     if args.pack:
         report["empty_maps_on_validation_faces"] = empty_maps(explainers, args.pack, args.pack_faces)
-    print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.out)
     if args.figure:  # per face two rows, the map then occlusion: the crop, then A age, A gender, B age, B gender
         tiles = []
         for crop in crops:
