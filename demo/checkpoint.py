@@ -72,8 +72,8 @@ class ModelConfig:
     # How the range is read from the age distribution (demo.heads), fitted on validation so that it holds
     # about `range_coverage` of true ages, 70-90 % in every age band (training.evaluation.ranges):
     # "spread": the estimate minus range_below[k] and plus range_above[k] times the distribution's
-    #   standard deviation, interpolated between the estimates range_knots[k], at most range_max_width
-    #   years wide (SpreadRule);
+    #   standard deviation (to the power range_spread_power), interpolated between the estimates
+    #   range_knots[k], at most range_max_width years wide (SpreadRule);
     # "percentiles" (configs written before round six): from the range_lower[k] to the range_upper[k]
     #   percentile of the distribution at `age_temperature`, for estimates from range_starts[k] on (RangeRule).
     range_kind: str = "spread"
@@ -82,6 +82,7 @@ class ModelConfig:
     range_below: tuple[float, ...] = SpreadRule().below
     range_above: tuple[float, ...] = SpreadRule().above
     range_max_width: float = SpreadRule().max_width
+    range_spread_power: float = SpreadRule().power
     age_temperature: float = 1.0
     range_starts: tuple[float, ...] = RangeRule().starts
     range_lower: tuple[float, ...] = RangeRule().lower
@@ -114,14 +115,15 @@ class ModelConfig:
     @property
     def range_rule(self) -> AgeRangeRule:
         if self.range_kind == "spread":
-            return SpreadRule(self.range_knots, self.range_below, self.range_above, self.range_max_width)
+            return SpreadRule(self.range_knots, self.range_below, self.range_above, self.range_max_width,
+                              self.range_spread_power)
         return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
 
     def set_range_rule(self, rule: AgeRangeRule) -> None:
         if isinstance(rule, SpreadRule):
             self.range_kind = "spread"
             self.range_knots, self.range_below, self.range_above = rule.knots, rule.below, rule.above
-            self.range_max_width = rule.max_width
+            self.range_max_width, self.range_spread_power = rule.max_width, rule.power
             self.age_temperature = 1.0
         else:
             self.range_kind = "percentiles"

@@ -91,11 +91,12 @@ class RangeRule:
 class SpreadRule:
     """The range as the estimate minus `below` and plus `above` times the spread of its distribution.
 
-    The spread is the distribution's standard deviation; the multiples are read at the estimate by
-    linear interpolation between `knots` (constant beyond the first and last), so the range's width
-    changes smoothly with the estimate. Bounds are rounded to whole years and always include the
-    rounded estimate, the age shown; the range is at most `max_width` years wide. The default is a
-    Gaussian's central 80 % everywhere.
+    The spread is the distribution's standard deviation, raised to `power` (1: as it is; above 1,
+    the ranges of faces the model is sure of narrow and those of faces it is unsure of widen);
+    the multiples are read at the estimate by linear interpolation between `knots` (constant
+    beyond the first and last), so the range's width changes smoothly with the estimate. Bounds
+    are rounded to whole years and always include the rounded estimate, the age shown; the range
+    is at most `max_width` years wide. The default is a Gaussian's central 80 % everywhere.
     """
 
     knots: tuple[float, ...] = (float(AGE_MIN),)
@@ -104,6 +105,8 @@ class SpreadRule:
     # No range is wider than this many years: one that would be is narrowed towards the estimate, both
     # sides alike (a range of 40 years or more says little; a distribution that wide is often two guesses).
     max_width: float = 40.0
+    # The multiples absorb the units (years to the power): only the shape of the spread's effect changes.
+    power: float = 1.0
     # The spread is that of the distribution the estimate is the mean of: never tempered.
     temperature: ClassVar[float] = 1.0
 
@@ -116,6 +119,8 @@ class SpreadRule:
             raise ValueError(f"multiples must be at least 0: {self.below}, {self.above}")
         if self.max_width < 2:
             raise ValueError(f"max_width must be at least 2 years, not {self.max_width}")
+        if self.power <= 0:
+            raise ValueError(f"power must be above 0, not {self.power}")
 
     def multiples(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (below, above) multiples of the spread at each estimate."""
@@ -125,7 +130,7 @@ class SpreadRule:
         """The range [low, high] in years of distributions `probs` over the years from `age_min`, with
         estimates `mean`."""
         age_max = age_min + probs.shape[-1] - 1
-        spread = age_spread(probs, mean, age_min)
+        spread = age_spread(probs, mean, age_min) ** self.power
         below, above = self.multiples(mean)
         # Narrowed to max_width - 1 before rounding, so that the rounded bounds lie at most max_width apart.
         spread = spread * ((self.max_width - 1) / ((below + above) * spread).clamp_min(1e-6)).clamp(max=1.0)

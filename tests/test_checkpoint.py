@@ -126,6 +126,27 @@ def test_flip_of_older_configs_is_read_and_bad_modes_refused(tmp_path):
         read_config(tmp_path)
 
 
+def test_a_spread_rules_power_is_saved_and_older_spread_configs_read_it_as_1(tmp_path):
+    from demo.heads import SpreadRule, decode_age
+
+    _tiny(tmp_path)
+    config = read_config(tmp_path)
+    squared = SpreadRule(knots=(1.0, 40.0), below=(0.3, 0.2), above=(0.3, 0.25), power=2.0)
+    config.set_range_rule(squared)
+    (tmp_path / "config.json").write_text(config.to_json())
+    data = json.loads(config.to_json())
+    assert data["range_spread_power"] == 2.0
+    assert read_config(tmp_path).range_rule == squared
+    # A config written before the power existed reads its multiples as they were fitted: on the spread itself.
+    del data["range_spread_power"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    rule = read_config(tmp_path).range_rule
+    assert rule.power == 1.0 and rule.below == squared.below
+    logits = -0.5 * ((torch.arange(1, 117.0) - 40.0) / 6.0) ** 2  # answered 40, spread 6 years
+    assert decode_age(logits[None], 1, rule).low.item() == round(40 - 0.2 * 6)
+    assert decode_age(logits[None], 1, squared).low.item() == round(40 - 0.2 * 36)
+
+
 def test_configs_written_before_the_spread_rule_read_their_percentiles_as_before(tmp_path):
     from demo.heads import RangeRule, SpreadRule, decode_age
 

@@ -1,7 +1,7 @@
 """Fit a trained model's calibration on the validation faces again, as training ends by doing.
 
     python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
-        [--range-rule spread|percentiles] [--flip on|gender|off]
+        [--range-rule spread|percentiles] [--range-spread-power P] [--flip on|gender|off]
 
 Refits the age head's logit adjustment, its range, the gender temperature and the unsure threshold of
 the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--age-adjust-tolerance", type=float, help="default: the run's setting")
     parser.add_argument("--range-rule", choices=RANGE_RULES, help="spread (the default since round six: estimate "
                         "plus and minus multiples of the distribution's spread) or percentiles (before)")
+    parser.add_argument("--range-spread-power", type=float, metavar="P", help="spread only: the spread raised to "
+                        "this power (default: the run's setting, 1)")
     parser.add_argument("--range-sweeps", type=int, help="percentiles only; default: the run's setting (0: "
                         "split-conformal levels alone)")
     parser.add_argument("--flip", choices=FLIP_MODES, help="average the answers (on), or the gender answer alone "
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
             saved["age_adjust_tolerance"] = args.age_adjust_tolerance
         if args.range_rule is not None:
             saved["range_rule"] = args.range_rule
+        if args.range_spread_power is not None:
+            saved["range_spread_power"] = args.range_spread_power
         if args.range_sweeps is not None:
             saved["range_sweeps"] = args.range_sweeps
         if args.flip is not None:

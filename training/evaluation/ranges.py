@@ -1,11 +1,12 @@
 """The age range's fit (a `demo.heads.SpreadRule`) and its honest measurement on validation.
 
 The range is the estimate m minus b and plus a times the spread s of the face's own distribution
-(its standard deviation), b and a read at m between a few knots. The multiples are normalised
-split-conformal quantiles (Papadopoulos et al. 2002; Lei et al. 2018): a year y is inside the range
-when b > (m - y - 1/2) / s and a >= (y - 1/2 - m) / s (the bounds are rounded to years), so b is
-the (1 + coverage) / 2 quantile of the first score and a that of the second, over the true ages of
-the validation faces; misses below and above are each (1 - coverage) / 2.
+(its standard deviation, or that to a power: `power`), b and a read at m between a few knots. The
+multiples are normalised split-conformal quantiles (Papadopoulos et al. 2002; Lei et al. 2018): a
+year y is inside the range when b > (m - y - 1/2) / s and a >= (y - 1/2 - m) / s (the bounds are
+rounded to years), so b is the (1 + coverage) / 2 quantile of the first score and a that of the
+second, over the true ages of the validation faces; misses below and above are each
+(1 - coverage) / 2.
 
 Localised by estimate: knot k's quantiles weigh each face by the linear-interpolation ("hat")
 weight its estimate gives knot k, the same weights that read the multiples back, so each knot is
@@ -22,6 +23,7 @@ it fits the faces it is fitted on and holds less on fresh ones.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -42,15 +44,16 @@ BALANCES = ("bands", "faces")
 
 
 def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tuple[float, ...] = SPREAD_KNOTS,
-                    balance: str = "bands", sweeps: int = 0) -> SpreadRule:
+                    balance: str = "bands", sweeps: int = 0, power: float = 1.0) -> SpreadRule:
     """The SpreadRule whose ranges hold `coverage` of the true ages of the faces in `out`, localised by
-    estimate between `knots` (module docstring). `out.age_logits` as served (logit offsets added)."""
+    estimate between `knots` (module docstring), with the spread raised to `power`. `out.age_logits` as
+    served (logit offsets added)."""
     if balance not in BALANCES:
         raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
     probs = torch.softmax(out.age_logits.float(), dim=-1)
     years = age_bins(age_min, age_min + probs.shape[-1] - 1)
     mean = probs @ years
-    spread = age_spread(probs, mean, age_min).clamp_min(1e-3)
+    spread = (age_spread(probs, mean, age_min) ** power).clamp_min(1e-3)
     weights = year_weights(out.age_low, out.age_high, age_min, probs.shape[-1])  # faces x years
     face_weight = torch.from_numpy(_face_weights(out, balance))
     need_below = (mean[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
@@ -68,7 +71,7 @@ def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tu
         below.append(max(0.0, _weighted_quantile(need_below, w, q) + 1e-4))
         above.append(max(0.0, _weighted_quantile(need_above, w, q)))
     rule = SpreadRule(knots=tuple(float(k) for k in knots), below=tuple(round(b, 4) for b in below),
-                      above=tuple(round(a, 4) for a in above))
+                      above=tuple(round(a, 4) for a in above), power=power)
     return _balance_multiples(out, rule, mean, spread, weights, coverage, sweeps) if sweeps else rule
 
 
@@ -242,4 +245,4 @@ def _balance_multiples(out: Outputs, rule: SpreadRule, mean: torch.Tensor, sprea
             cost = cost + WIDTH_COST * (width_mine + width_rest)
             b, a = divmod(int(torch.argmin(cost)), len(grid))
             below[k], above[k] = float(grid[b]), float(grid[a])
-    return SpreadRule(rule.knots, tuple(below), tuple(above))
+    return replace(rule, below=tuple(below), above=tuple(above))

@@ -90,6 +90,9 @@ class TrainConfig:
                               "estimate plus and minus multiples of the distribution's spread, normalised "
                               "conformal quantiles by estimate) or percentiles (before round six: percentiles "
                               "per region of the estimate, fitted to the age bands)")
+    range_spread_power: float = setting(1.0, "spread only: the distribution's spread raised to this power before "
+                                        "the multiples scale it (above 1: narrower ranges for faces the model is "
+                                        "sure of, wider for those it is not)")
     range_sweeps: int = setting(8, "percentiles only: sweeps of the range fit that bring every age band's coverage "
                                    "within 70-90 %%; 0 keeps the split-conformal levels per region alone")
     flip: str = setting("off", "test-time flip in calibration and serving: average the answers (on), or the gender "
@@ -147,6 +150,8 @@ class TrainConfig:
         self.flip = flip_mode(self.flip, "--flip")
         if self.range_rule not in RANGE_RULES:
             raise ValueError(f"--range-rule must be {' or '.join(RANGE_RULES)}, not {self.range_rule!r}")
+        if self.range_spread_power <= 0:
+            raise ValueError(f"--range-spread-power must be above 0, not {self.range_spread_power}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be at least 0 and below 1 (e.g. 0.999; 0: none), not {self.ema}")
         unknown = set(self.mix) - set(spec.names())
