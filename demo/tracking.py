@@ -34,6 +34,10 @@ from demo.predictor import FaceResult, ImageResult, ModelAnswer
 MAX_JUMP = 1.0
 # One face's detected width changes by at most this factor between two frames.
 MAX_SIZE_CHANGE = 1.6
+# Given times, how much a face's speed may change between two frames, in face widths a second: where it may be
+# grows with the time since it was seen (a face first seen, its speed unknown, may already be moving; frames
+# further apart under load leave it more room). Not used by a tracker given no times (frames are its clock).
+SPEED_SLACK = 2.0
 # Frames a track survives without a detection (a blink of the detector) before it is dropped, for a tracker
 # given no times; given times, it survives MAX_GONE_S seconds: a face hidden behind another one walking past, or
 # turned away for a moment, comes back with its number.
@@ -117,10 +121,12 @@ class Track:
         """How far a detection lies from where this face should be now, in its face widths."""
         return float(np.linalg.norm(centre(box) - self.expected(now))) / width(self.box)
 
-    def gate(self, now: float, max_jump: float) -> float:
+    def gate(self, now: float, max_jump: float, slack: float = 0.0) -> float:
         """The farthest (in face widths) a detection may lie from where this face should be and still be it:
-        `max_jump`, and as far again as the face was expected to move (it may have stopped or turned)."""
-        return max_jump + float(np.linalg.norm(self.velocity)) * (now - self.seen_at) / width(self.box)
+        `max_jump`, as far again as the face was expected to move (it may have stopped or turned), and `slack`
+        face widths per unit of time since it was seen (SPEED_SLACK)."""
+        elapsed = now - self.seen_at
+        return max_jump + (float(np.linalg.norm(self.velocity)) / width(self.box) + slack) * elapsed
 
     def follow(self, box: Box, now: float) -> None:
         step = (centre(box) - centre(self.box)) / max(now - self.seen_at, 1e-6)
@@ -132,8 +138,9 @@ class FaceTracker:
     """One per stream: `update` turns a frame's result into one with steady numbers and averaged answers."""
 
     def __init__(self, window: int = WINDOW, max_jump: float = MAX_JUMP, max_missed: int = MAX_MISSED,
-                 max_gone_s: float = MAX_GONE_S) -> None:
+                 max_gone_s: float = MAX_GONE_S, speed_slack: float = SPEED_SLACK) -> None:
         self.window, self.max_jump, self.max_missed, self.max_gone_s = window, max_jump, max_missed, max_gone_s
+        self.speed_slack = speed_slack
         self.tracks: list[Track] = []
         self._next_number = 1
         self._frames = 0  # the clock of a tracker given no times: frames
@@ -148,7 +155,7 @@ class FaceTracker:
         tracker._next_number = max([numbered, *(t.number for t in tracks)]) + 1
         return tracker
 
-    def match(self, boxes: list[Box], now: float) -> dict[int, int]:
+    def match(self, boxes: list[Box], now: float, slack: float = 0.0) -> dict[int, int]:
         """Detection index -> track index, for the detections that continue a track: the assignment of least
         total distance from where each face should be (each distance over its track's gate)."""
         cost = np.full((len(boxes), len(self.tracks)), np.inf)
@@ -156,7 +163,7 @@ class FaceTracker:
             for ti, track in enumerate(self.tracks):
                 ratio = width(box) / width(track.box)
                 if 1 / MAX_SIZE_CHANGE <= ratio <= MAX_SIZE_CHANGE:
-                    cost[fi, ti] = track.distance(box, now) / track.gate(now, self.max_jump)
+                    cost[fi, ti] = track.distance(box, now) / track.gate(now, self.max_jump, slack)
         return dict(assign(np.where(np.isfinite(cost), cost, 2.0), 1.0))
 
     def update(self, result: ImageResult, at: float | None = None) -> ImageResult:
@@ -167,7 +174,7 @@ class FaceTracker:
         now = self._frames if at is None else at
         if at is not None:  # a face gone longer than that is not waited for
             self.tracks = [t for t in self.tracks if now - t.seen_at <= self.max_gone_s]
-        matched = self.match([f.face.box for f in result.faces], now)
+        matched = self.match([f.face.box for f in result.faces], now, 0.0 if at is None else self.speed_slack)
         for ti, track in enumerate(self.tracks):
             if ti not in matched.values():
                 track.missed += 1

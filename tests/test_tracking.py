@@ -193,6 +193,22 @@ def test_motion_is_per_second_so_frames_dropped_under_load_keep_a_sliding_face()
     assert numbers[True] == {1} and numbers[False] != {1}
 
 
+def test_a_face_sliding_to_and_fro_at_a_few_frames_a_second_keeps_its_number():
+    # The browser test's camera under load: a face 53 px wide sliding 320 px to and fro every 4 s (three widths a
+    # second), frames 0.25-0.6 s apart. Between its first two frames it moves a face width or more, its speed not
+    # yet known; at each turn it ends up two steps behind where it was heading. Before the speed slack
+    # (SPEED_SLACK), it got a new number in each of these runs.
+    def slid(t: float) -> int:
+        phase = (t / 4.0) % 1.0
+        return 100 + round(320 * (2 * phase if phase < 0.5 else 2 - 2 * phase))
+
+    for seed in range(20):
+        times = np.cumsum(np.random.default_rng(seed).uniform(0.25, 0.6, size=30))
+        tracker = FaceTracker()
+        assert {tracker.update(_frame((_box(slid(t), size=53), 30, 0.9)), at=float(t)).faces[0].number
+                for t in times} == {1}, seed
+
+
 def test_a_face_hidden_behind_another_walking_past_comes_back_with_its_number():
     # The clip: two people walking past each other at 15 px a frame, 8 frames a second, the one behind
     # hidden (not detected) while they overlap: 6 frames, 0.75 s. Then a face turned away for 2 s returns.
@@ -223,8 +239,9 @@ def test_a_tracker_continuing_a_clip_keeps_the_numbers_and_motion_it_is_given():
     result = tracker.update(_frame((_box(150), 30, 0.9), (_box(400), 60, 0.1), ((250, 300, 350, 400), 40, 0.5)), at=1.5)
     assert [(f.face.box[0], f.number) for f in result.faces] == [(150, 4), (400, 7), (250, 8)]  # a newcomer: 8
     assert len(tracker.tracks[0].answers) == 1  # averaged afresh
-    # Faces numbered up to 9 earlier in the clip, gone since: a newcomer is #10, as in a run never stopped.
-    later = FaceTracker.continuing(tracks, numbered=9).update(_frame(((250, 300, 350, 400), 40, 0.5)), at=1.5)
+    # Faces numbered up to 9 earlier in the clip, gone since: a newcomer is #10, as in a run never stopped. (Alone
+    # in the frame, it stands where neither face could have gone in half a second: more than 4 and 2 widths off.)
+    later = FaceTracker.continuing(tracks, numbered=9).update(_frame(((520, 360, 620, 460), 40, 0.5)), at=1.5)
     assert [f.number for f in later.faces] == [10]
 
 
