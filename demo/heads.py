@@ -130,7 +130,7 @@ class SpreadRule:
         """The range [low, high] in years of distributions `probs` over the years from `age_min`, with
         estimates `mean`."""
         age_max = age_min + probs.shape[-1] - 1
-        spread = age_spread(probs, mean, age_min) ** self.power
+        spread = age_spread(probs, mean, age_min, self.power)
         below, above = self.multiples(mean)
         # Narrowed to max_width - 1 before rounding, so that the rounded bounds lie at most max_width apart.
         spread = spread * ((self.max_width - 1) / ((below + above) * spread).clamp_min(1e-6)).clamp(max=1.0)
@@ -144,10 +144,11 @@ class SpreadRule:
 AgeRangeRule = RangeRule | SpreadRule
 
 
-def age_spread(probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> torch.Tensor:
-    """The standard deviation in years of distributions `probs` over the years from `age_min` around `mean`."""
+def age_spread(probs: torch.Tensor, mean: torch.Tensor, age_min: int, power: float = 1.0) -> torch.Tensor:
+    """The standard deviation in years of distributions `probs` over the years from `age_min` around `mean`,
+    raised to `power` (SpreadRule.power: the rule's read and its fit take the spread from here alike)."""
     years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
-    return ((years - mean.float().unsqueeze(-1)) ** 2 * probs.float()).sum(dim=-1).sqrt()
+    return ((years - mean.float().unsqueeze(-1)) ** 2 * probs.float()).sum(dim=-1).sqrt() ** power
 
 
 def _interpolate(x: torch.Tensor, knots: tuple[float, ...], values: tuple[float, ...]) -> torch.Tensor:

@@ -53,7 +53,7 @@ def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tu
     probs = torch.softmax(out.age_logits.float(), dim=-1)
     years = age_bins(age_min, age_min + probs.shape[-1] - 1)
     mean = probs @ years
-    spread = (age_spread(probs, mean, age_min) ** power).clamp_min(1e-3)
+    spread = age_spread(probs, mean, age_min, power).clamp_min(1e-3)
     weights = year_weights(out.age_low, out.age_high, age_min, probs.shape[-1])  # faces x years
     face_weight = torch.from_numpy(_face_weights(out, balance))
     need_below = (mean[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
