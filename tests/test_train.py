@@ -407,6 +407,7 @@ def test_every_architecture_trains_under_every_recipe(name, trained_trunks, tiny
     ({"recipe": "from_scratch", "backbone_weights": "x.pth"}, "--backbone-weights would be ignored"),
     ({"recipe": "from_scratch", "start_decay": "1"}, "--recipe from_scratch has none"),
     ({"distill_from": "no_such_model"}, "--distill-from no_such_model is not a model folder"),
+    ({"mixup": "-0.2"}, "--mixup and --mixup-years must be 0"),
     ({"recipe": "two_stage", "architecture": "dlib_resnet", "backbone_weights": "nowhere.dat"}, "does not exist"),
     ({"recipe": "transfer"}, "unknown --recipe 'transfer'"),
     ({"architecture": "vgg"}, "unknown architecture 'vgg'"),
@@ -486,3 +487,67 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
             assert gender_only[name]["gender_nll"] != part["gender_nll"]
         elif name != "gender_temperature":
             assert gender_only[name] == part, name
+
+
+def test_mixup_partners_are_other_faces_near_in_age():
+    from training.fit.mixup import draw_mix, labelled_age
+
+    torch.manual_seed(0)
+    ages = torch.tensor([1, 2, 30, 31, 32, 80, 10, 20])
+    low, high = ages.clone(), ages.clone()
+    low[6], high[6] = 10, 19  # a FairFace group: its mean year, 14.5
+    assert labelled_age(low, high, 1)[6].item() == pytest.approx(14.5)
+    for _ in range(50):
+        mix = draw_mix(0.2, 3.0, low, high, 1)
+        assert 0.0 <= mix.lam <= 1.0
+        assert not (mix.partner == torch.arange(len(ages))).any()  # never a face with itself
+        assert mix.partner[0] == 1 and mix.partner[1] == 0  # the babies, with each other
+        assert set(mix.partner[2:5].tolist()) <= {2, 3, 4}  # the thirty-somethings, among themselves
+    # The 80-year-old has no one within reach of 3 years: it gets a partner all the same.
+    partners = {draw_mix(0.2, 3.0, low, high, 1).partner[5].item() for _ in range(50)}
+    assert partners and 5 not in partners
+    # Without --mixup-years any other face may be drawn.
+    drawn = {draw_mix(0.2, 0.0, low, high, 1).partner[0].item() for _ in range(200)}
+    assert drawn == set(range(1, len(ages)))
+
+
+def test_a_mixup_step_blends_the_faces_and_their_losses(tiny_pack, monkeypatch):
+    import training.fit.trainer as trainer
+    from training.fit.losses import multitask_loss
+    from training.fit.mixup import Mix
+
+    class Linear(torch.nn.Module):  # a network small enough to check by hand
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 8 * 8, 116 + 1)
+
+        def forward(self, x):
+            out = self.fc(x.flatten(1))
+            return out[:, :-1], out[:, -1]
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8)
+    low, high = torch.tensor([3, 30, 10, 60]), torch.tensor([3, 30, 19, 60])
+    gender, race, dataset = torch.tensor([0, 1, 1, 0]), torch.zeros(4, dtype=torch.long), torch.zeros(4).long()
+    mix = Mix(0.3, torch.tensor([1, 0, 3, 2]))
+    monkeypatch.setattr(trainer, "draw_mix", lambda *a, **k: mix)
+    cfg = _config(tiny_pack, "unused", mixup=0.2, amp=False, channels_last=False)
+    model = Linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    loss, age_logits, _ = trainer.train_step(cfg, model, (x, low, high, gender, race, dataset), optimizer, scheduler, 1)
+    blended = 0.3 * x + 0.7 * x[mix.partner]
+    with torch.no_grad():
+        ages, genders = model(blended)
+        own, _ = multitask_loss(ages, genders, low, high, gender, 1, cfg.loss)
+        theirs, _ = multitask_loss(ages, genders, low[mix.partner], high[mix.partner], gender[mix.partner], 1,
+                                   cfg.loss)
+    assert torch.allclose(age_logits, ages, atol=1e-6)
+    assert loss.item() == pytest.approx(0.3 * own.item() + 0.7 * theirs.item(), rel=1e-5)
+
+
+def test_a_run_with_age_near_mixup_trains_and_records_it(tiny_pack, tmp_path):
+    run = train(_config(tiny_pack, tmp_path / "mixed", epochs=1, max_steps=2, mixup=0.2, mixup_years=5.0))
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["mixup"], saved["mixup_years"]) == (0.2, 5.0)
+    assert load_model(run).config.input_size == 48

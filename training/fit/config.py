@@ -117,6 +117,10 @@ class TrainConfig:
     distill_from: str | None = setting(None, "a trained model's folder (e.g. Model B's) whose answers on the training "
                                        "faces the run learns beside the labels (training.fit.distill)")
     distill_weight: float = setting(0.5, "with --distill-from: the teacher's share of the loss, the labels' the rest")
+    mixup: float = setting(0.0, "blend each training face with another of its batch, lam ~ Beta(this, this), the "
+                           "loss blended alike (training.fit.mixup; e.g. 0.2); 0: off")
+    mixup_years: float = setting(0.0, "with --mixup: draw each face's partner among faces of about its age, a "
+                                 "Gaussian of this many years on the labelled ages (C-Mixup); 0: any face")
     augment: AugmentConfig = setting(AugmentConfig(), "")
     patience: int = setting(6, "epochs without a better validation loss before stopping")
     max_steps: int | None = setting(None, "stop after this many optimiser steps (smoke runs)")
@@ -152,6 +156,8 @@ class TrainConfig:
             raise ValueError(f"--range-rule must be {' or '.join(RANGE_RULES)}, not {self.range_rule!r}")
         if self.range_spread_power <= 0:
             raise ValueError(f"--range-spread-power must be above 0, not {self.range_spread_power}")
+        if self.mixup < 0 or self.mixup_years < 0:
+            raise ValueError(f"--mixup and --mixup-years must be 0 (off) or more, not {self.mixup}, {self.mixup_years}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be at least 0 and below 1 (e.g. 0.999; 0: none), not {self.ema}")
         unknown = set(self.mix) - set(spec.names())

@@ -45,6 +45,7 @@ from training.fit.config import TrainConfig
 from training.fit.distill import Positioned, Teacher, teacher_for
 from training.fit.gender_groups import GenderGroups
 from training.fit.losses import age_density, inverse_sqrt_weights, multitask_loss
+from training.fit.mixup import draw_mix
 from training.fit.recipes import Stage, make_optimizer, recipe_of
 
 log = logging.getLogger(__name__)
@@ -320,15 +321,26 @@ def train_step(cfg: TrainConfig, model: torch.nn.Module, batch, optimizer, sched
     x, age_low, age_high, gender = (t.to(cfg.device, non_blocking=True) for t in batch[:4])
     race, dataset = batch[4], batch[5]
     gender_weights = extras.gender_table[dataset, race].to(cfg.device) if extras.gender_table is not None else None
+    mix = draw_mix(cfg.mixup, cfg.mixup_years, age_low, age_high, age_min) if cfg.mixup else None
+    if mix is not None:
+        x = mix.lam * x + (1 - mix.lam) * x[mix.partner.to(x.device)]
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda" if cfg.cuda else "cpu", dtype=amp_dtype(cfg), enabled=cfg.amp):
         age_logits, gender_logit = model(x)
-    loss, _ = multitask_loss(age_logits, gender_logit, age_low, age_high, gender, age_min, cfg.loss,
-                             extras.age_table, gender_weights)
-    if extras.teacher is not None:
-        taught = extras.teacher.loss(batch[6], age_logits, gender_logit)
-        loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
+
+    def loss_on(faces: torch.Tensor | slice) -> torch.Tensor:
+        """The loss on the labels (and teacher's answers) of the faces at `faces` (CPU): the batch's or partners'."""
+        on = faces if isinstance(faces, slice) else faces.to(age_low.device)
+        loss, _ = multitask_loss(age_logits, gender_logit, age_low[on], age_high[on], gender[on], age_min, cfg.loss,
+                                 extras.age_table, None if gender_weights is None else gender_weights[on])
+        if extras.teacher is not None:
+            taught = extras.teacher.loss(batch[6][faces], age_logits, gender_logit)
+            loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
+        return loss
+
+    everyone = slice(None)
+    loss = loss_on(everyone) if mix is None else mix.lam * loss_on(everyone) + (1 - mix.lam) * loss_on(mix.partner)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
