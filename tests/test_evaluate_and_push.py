@@ -166,3 +166,26 @@ def test_averaged_answers_are_the_mean_of_the_members():
     assert torch.allclose(torch.softmax(both.age_logits, -1), mean, atol=1e-6)
     p = (torch.sigmoid(a.gender_logit) + torch.sigmoid(b.gender_logit / 2.0)) / 2
     assert torch.allclose(torch.sigmoid(both.gender_logit), p, atol=1e-6)
+
+
+def test_a_model_against_itself_differs_by_nothing(run_dir, tiny_pack, capsys):
+    from tools import paired_difference
+
+    paired_difference.main([str(run_dir), str(run_dir), "--data", str(tiny_pack), "--split", "test",
+                            "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    cells = [c.strip() for c in lines[-1].strip("|").split("|")][1:]
+    assert lines[-3].startswith("| model | UTKFace MAE") and len(cells) == 6
+    assert all(cell in ("", "+0.00 +- 0.00") for cell in cells) and cells[0] == "+0.00 +- 0.00"
+
+
+def test_a_paired_difference_and_its_standard_error_by_hand():
+    import numpy as np
+
+    from tools.paired_difference import difference
+
+    baseline, candidate = np.array([3.0, 5.0, 4.0, 8.0]), np.array([2.0, 5.0, 3.0, 6.0])
+    # Differences -1, 0, -1, -2: mean -1, sample standard deviation sqrt(2/3), its standard error sqrt(2/3) / 2.
+    assert difference(candidate, baseline) == f"-1.00 +- {np.sqrt(2 / 3) / 2:.2f}" == "-1.00 +- 0.41"
+    assert difference(np.array([True, True]), np.array([False, True]), 100.0) == "+50.00 +- 50.00"
+    assert difference(np.array([1.0]), np.array([2.0])) == ""

@@ -1,0 +1,96 @@
+"""Whether a candidate beats a baseline by more than chance: differences on the same faces, with standard errors.
+
+    python -m tools.paired_difference weights/model_b runs/r6_b_born runs/r6_b_mixup --data data/faces
+
+The first model is the baseline. Each model's answers are read as the app serves them (its flip and
+logit adjustment) on the same validation faces, and each number is the candidate's less the
+baseline's, +- the standard error of the mean of the per-face differences: the faces both models
+find hard or easy cancel out, so this error is smaller than either number's own. A difference
+within about two standard errors is not a finding. Numbers: UTKFace age MAE (all faces and 60+)
+and gender accuracy; FairFace exact age group and gender accuracy, overall and for the baseline's
+worst race group. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from demo.checkpoint import load_model
+from demo.heads import decode_age
+from training.data import spec
+from training.data.pack import FacePack
+from training.evaluation.markdown import table
+from training.evaluation.metrics import OLD_AGE, Outputs
+from training.evaluation.report import served_outputs
+
+
+def per_face(out: Outputs, age_min: int) -> dict[str, np.ndarray]:
+    """Each face's age error in years, whether its age group is right, and whether its gender is right."""
+    mean = decode_age(out.age_logits, age_min).mean.numpy()
+    groups = np.zeros(len(mean), dtype=bool)
+    for d in np.unique(out.dataset.numpy()):
+        dataset, on = spec.at(int(d)), (out.dataset == int(d)).numpy()
+        if dataset.age_groups:
+            predicted = [dataset.group_of(a) for a in mean[on]]
+            true = [dataset.group_of(a) for a in out.age_low[on].tolist()]
+            groups[on] = np.equal(predicted, true)
+    return {"error": np.abs(mean - out.age_low.numpy()), "group_right": groups,
+            "gender_right": (out.gender_logit.numpy() > 0) == (out.gender.numpy() == 1)}
+
+
+def difference(candidate: np.ndarray, baseline: np.ndarray, scale: float = 1.0) -> str:
+    """The mean per-face difference +- its standard error, times `scale` (100 for points of accuracy); empty
+    under two faces."""
+    d = (candidate.astype(float) - baseline.astype(float)) * scale
+    if len(d) < 2:
+        return ""
+    return f"{d.mean():+.2f} +- {d.std(ddof=1) / np.sqrt(len(d)):.2f}"
+
+
+def columns(out: Outputs, baseline: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, str, float]]:
+    """The numbers compared: (title, faces, per-face key, scale)."""
+    utk, ff = spec.index("utkface"), spec.index("fairface")
+    year = (out.dataset == utk).numpy()
+    group = (out.dataset == ff).numpy()
+    races = spec.get("fairface").races
+    accuracy = {r: baseline["gender_right"][group & (out.race == i).numpy()].mean() for i, r in enumerate(races)
+                if (group & (out.race == i).numpy()).any()}
+    worst = min(accuracy, key=accuracy.get)
+    return [("UTKFace MAE", year, "error", 1.0), ("60+", year & (out.age_low >= OLD_AGE).numpy(), "error", 1.0),
+            ("UTKFace gender (points)", year, "gender_right", 100.0),
+            ("FairFace exact (points)", group, "group_right", 100.0),
+            ("FairFace gender (points)", group, "gender_right", 100.0),
+            (f"FairFace gender, {worst} (points)", group & (out.race == races.index(worst)).numpy(), "gender_right",
+             100.0)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", type=Path, help="the baseline, then one or more candidates")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by training.prepare")
+    parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        parser.error("give a baseline and at least one candidate")
+    torch.set_num_threads(args.threads)
+    pack = FacePack(args.data)
+    answers, first = [], None
+    for folder in args.models:
+        loaded = load_model(folder, "cpu", engine="torch")
+        out = served_outputs(loaded, pack, args.split, "cpu")
+        first = first or out
+        answers.append(per_face(out, loaded.config.age_min))
+    cols = columns(first, answers[0])
+    rows = [[folder.name, *(difference(a[key][faces], answers[0][key][faces], scale) for _, faces, key, scale in cols)]
+            for folder, a in zip(args.models[1:], answers[1:])]
+    print(f"Each candidate less {args.models[0].name} on the {args.split} faces (+- one standard error):\n")
+    print(table(["model", *(title for title, *_ in cols)], rows))
+
+
+if __name__ == "__main__":
+    main()
