@@ -490,13 +490,14 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
 
 
 def test_mixup_partners_are_other_faces_near_in_age():
-    from training.fit.mixup import draw_mix, labelled_age
+    from training.data.ages import labelled_age
+    from training.fit.mixup import draw_mix
 
     torch.manual_seed(0)
     ages = torch.tensor([1, 2, 30, 31, 32, 80, 10, 20])
     low, high = ages.clone(), ages.clone()
     low[6], high[6] = 10, 19  # a FairFace group: its mean year, 14.5
-    assert labelled_age(low, high, 1)[6].item() == pytest.approx(14.5)
+    assert labelled_age(low, high, 1, 116)[6].item() == pytest.approx(14.5)
     for _ in range(50):
         mix = draw_mix(0.2, 3.0, low, high, 1)
         assert 0.0 <= mix.lam <= 1.0

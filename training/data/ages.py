@@ -46,3 +46,10 @@ def year_weights(age_low: torch.Tensor, age_high: torch.Tensor, age_min: int, nu
     open_ended = ((age_high == age_min + num_bins - 1) & (age_low >= OLD_FROM) & (age_low < age_high))[:, None]
     weights = torch.where(open_ended, inside * prior[None, :], inside)
     return weights / weights.sum(dim=1, keepdim=True)
+
+
+def labelled_age(age_low: torch.Tensor, age_high: torch.Tensor, age_min: int, num_bins: int) -> torch.Tensor:
+    """Each face's labelled age in years: its year, or the mean of its group's years as `year_weights` weighs them
+    (the middle, 14.5 for 10-19; for the open "more than 70", the ages of UTKFace's over-70s)."""
+    bins = age_bins(age_min, age_min + num_bins - 1).to(age_low.device)
+    return year_weights(age_low, age_high, age_min, num_bins) @ bins

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from demo.checkpoint import forward_with_flip
 from demo.heads import DEFAULT_RANGE, AgeEstimate, AgeRangeRule, RangeRule, age_bins, decode_age, gender_probability
 from training.data import spec
-from training.data.ages import year_weights
+from training.data.ages import labelled_age, year_weights
 from training.data.spec import YEAR, DatasetSpec
 
 # The age from which faces are few in every data set and the models weakest: reported on its own.
@@ -144,13 +144,11 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: AgeRan
                   gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
     """Age-group labels: the data set's group the estimate falls in, exact and within one, and gender."""
     est = decode_age(out.age_logits, age_min, rule)
-    predicted = torch.tensor([dataset.group_of(a) for a in est.mean.tolist()])
-    true = torch.tensor([dataset.group_of(a) for a in out.age_low.tolist()])
-    off = (predicted - true).abs()
+    off = dataset.groups_apart(est.mean.tolist(), out.age_low.tolist())
     return {
         "n": int(len(off)),
-        "age_group_exact": float((off == 0).float().mean()),
-        "age_group_within_one": float((off <= 1).float().mean()),
+        "age_group_exact": float((off == 0).mean()),
+        "age_group_within_one": float((off <= 1).mean()),
         "age_signed_error": signed_error(est, out, age_min),
         **range_metrics(est, out, age_min),
         **gender_metrics(out, gender_temperature, unsure_below),
@@ -161,8 +159,7 @@ def signed_error(est: AgeEstimate, out: Outputs, age_min: int) -> float:
     """The mean estimate less each face's labelled age: its year, or the mean of its group's years as training
     weighs them (the middle, 14.5 for 10-19; for the open "more than 70", the ages of UTKFace's over-70s).
     Above 0: the faces are made older."""
-    weights = year_weights(out.age_low, out.age_high, age_min, out.age_logits.shape[-1])
-    labelled = weights @ age_bins(age_min, age_min + out.age_logits.shape[-1] - 1)
+    labelled = labelled_age(out.age_low, out.age_high, age_min, out.age_logits.shape[-1])
     return float((est.mean - labelled).mean())
 
 

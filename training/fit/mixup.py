@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from demo.heads import AGE_MAX, age_bins
-from training.data.ages import year_weights
+from demo.heads import AGE_MAX
+from training.data.ages import labelled_age
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,6 @@ class Mix:
     partner: torch.Tensor  # long, faces
 
 
-def labelled_age(age_low: torch.Tensor, age_high: torch.Tensor, age_min: int) -> torch.Tensor:
-    """Each face's labelled age in years: its year, or its group's mean year as training weighs them."""
-    bins = age_bins(age_min, AGE_MAX).to(age_low.device)
-    return year_weights(age_low, age_high, age_min, len(bins)) @ bins
-
-
 def draw_mix(alpha: float, years: float, age_low: torch.Tensor, age_high: torch.Tensor, age_min: int) -> Mix:
     """A blend for one batch (torch's global random state): lam ~ Beta(alpha, alpha); partners any other face of the
     batch (years 0) or, with `years` > 0, drawn by the Gaussian kernel of that width on the labelled ages (C-Mixup)."""
@@ -47,7 +41,7 @@ def draw_mix(alpha: float, years: float, age_low: torch.Tensor, age_high: torch.
         return Mix(1.0, torch.zeros(n, dtype=torch.long))
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     if years > 0:
-        age = labelled_age(age_low.cpu(), age_high.cpu(), age_min)
+        age = labelled_age(age_low.cpu(), age_high.cpu(), age_min, AGE_MAX - age_min + 1)
         weights = torch.exp(-0.5 * ((age[:, None] - age[None, :]) / years) ** 2)
     else:
         weights = torch.ones(n, n)
