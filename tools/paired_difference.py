@@ -35,9 +35,7 @@ def per_face(out: Outputs, age_min: int) -> dict[str, np.ndarray]:
     for d in np.unique(out.dataset.numpy()):
         dataset, on = spec.at(int(d)), (out.dataset == int(d)).numpy()
         if dataset.age_groups:
-            predicted = [dataset.group_of(a) for a in mean[on]]
-            true = [dataset.group_of(a) for a in out.age_low[on].tolist()]
-            groups[on] = np.equal(predicted, true)
+            groups[on] = dataset.groups_apart(mean[on], out.age_low[on].tolist()) == 0
     return {"error": np.abs(mean - out.age_low.numpy()), "group_right": groups,
             "gender_right": (out.gender_logit.numpy() > 0) == (out.gender.numpy() == 1)}
 
@@ -79,13 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give a baseline and at least one candidate")
     torch.set_num_threads(args.threads)
     pack = FacePack(args.data)
-    answers, first = [], None
+    outputs, answers = [], []
     for folder in args.models:
         loaded = load_model(folder, "cpu", engine="torch")
-        out = served_outputs(loaded, pack, args.split, "cpu")
-        first = first or out
-        answers.append(per_face(out, loaded.config.age_min))
-    cols = columns(first, answers[0])
+        outputs.append(served_outputs(loaded, pack, args.split, "cpu"))
+        answers.append(per_face(outputs[-1], loaded.config.age_min))
+    cols = columns(outputs[0], answers[0])  # the faces are the same for every model
     rows = [[folder.name, *(difference(a[key][faces], answers[0][key][faces], scale) for _, faces, key, scale in cols)]
             for folder, a in zip(args.models[1:], answers[1:])]
     print(f"Each candidate less {args.models[0].name} on the {args.split} faces (+- one standard error):\n")

@@ -95,7 +95,7 @@ def score(predictions: Path, labels: dict[str, dict]) -> dict:
                 err = np.abs(age - low)
                 entry.update(age_mae=float(err.mean()), age_cs5=float((err <= 5).mean()))
             else:
-                off = np.abs(np.array([labels.group_of(a) for a in age]) - np.array([labels.group_of(a) for a in low]))
+                off = labels.groups_apart(age, low)
                 entry.update(age_group_exact=float((off == 0).mean()), age_group_within_one=float((off <= 1).mean()))
         report[f"{model}/{dataset}"] = entry
     return report

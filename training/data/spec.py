@@ -14,7 +14,7 @@ register a third).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,10 @@ class DatasetSpec(ABC):
             if age < high + 1:
                 return i
         return len(self.age_groups) - 1
+
+    def groups_apart(self, estimates: Iterable[float], ages: Iterable[float]) -> np.ndarray:
+        """How many age groups apart each estimate's group is from its true age's (0: exact, 1: within one)."""
+        return np.abs(np.array([self.group_of(a) for a in estimates]) - np.array([self.group_of(a) for a in ages]))
 
     def __repr__(self) -> str:
         return f"<data set {self.name}>"
