@@ -22,6 +22,7 @@ from torch import nn
 from demo.engine import default_engine, export_model
 from demo.files import atomic_write
 from demo.heads import (
+    AGE_ESTIMATES,
     AGE_MAX,
     AGE_MIN,
     AgeEstimate,
@@ -77,6 +78,9 @@ class ModelConfig:
     # "percentiles" (configs written before round six): from the range_lower[k] to the range_upper[k]
     #   percentile of the distribution at `age_temperature`, for estimates from range_starts[k] on (RangeRule).
     range_kind: str = "spread"
+    # The age shown, read from the distribution (AGE_ESTIMATES): its mean (every config written before
+    # round seven) or its median, which spread ranges may be centred on (SpreadRule.estimate).
+    age_estimate: str = "mean"
     range_coverage: float = 0.8  # what the range claims to hold
     range_knots: tuple[float, ...] = SpreadRule().knots
     range_below: tuple[float, ...] = SpreadRule().below
@@ -105,6 +109,10 @@ class ModelConfig:
         self.flip = flip_mode(self.flip)
         if self.range_kind not in RANGE_KINDS:
             raise ValueError(f"range_kind must be one of {', '.join(RANGE_KINDS)}, not {self.range_kind!r}")
+        if self.age_estimate not in AGE_ESTIMATES:
+            raise ValueError(f"age_estimate must be one of {', '.join(AGE_ESTIMATES)}, not {self.age_estimate!r}")
+        if self.range_kind == "percentiles" and self.age_estimate != RangeRule.estimate:
+            raise ValueError("percentile ranges are read around the mean: age_estimate must be 'mean'")
         if not 0.5 <= self.gender_unsure_below < 1:
             raise ValueError(f"gender_unsure_below must be in [0.5, 1), not {self.gender_unsure_below}")
 
@@ -116,7 +124,7 @@ class ModelConfig:
     def range_rule(self) -> AgeRangeRule:
         if self.range_kind == "spread":
             return SpreadRule(self.range_knots, self.range_below, self.range_above, self.range_max_width,
-                              self.range_spread_power)
+                              self.range_spread_power, self.age_estimate)
         return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
 
     def set_range_rule(self, rule: AgeRangeRule) -> None:
@@ -124,9 +132,11 @@ class ModelConfig:
             self.range_kind = "spread"
             self.range_knots, self.range_below, self.range_above = rule.knots, rule.below, rule.above
             self.range_max_width, self.range_spread_power = rule.max_width, rule.power
+            self.age_estimate = rule.estimate
             self.age_temperature = 1.0
         else:
             self.range_kind = "percentiles"
+            self.age_estimate = rule.estimate
             self.range_starts, self.range_lower, self.range_upper = rule.starts, rule.lower, rule.upper
             self.age_temperature = rule.temperature
 

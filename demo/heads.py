@@ -1,7 +1,10 @@
 """The two task heads shared by both models, and how their outputs become years and probabilities.
 
 The age head predicts a distribution over whole years (one logit per year, AGE_MIN..AGE_MAX).
-Its mean is the point estimate. The range is read from the same distribution by a rule:
+The age shown is its mean or, for a model calibrated with `estimate="median"`, its median: the
+answer with the least expected absolute error under the distribution, and so, for a model whose
+distributions are honest, the smaller MAE; next to a bound (babies) or a thin tail (the old) the
+two differ by a year or more. The range is read from the same distribution by a rule:
 
 - `SpreadRule` (every model calibrated since round six): the estimate minus and plus multiples of
   the distribution's own spread (its standard deviation), the multiples a smooth function of the
@@ -22,6 +25,8 @@ from torch import nn
 
 # The years the age head has a bin for: UTKFace's range, which every other data set's ages fall in.
 AGE_MIN, AGE_MAX = 1, 116
+# Which point of an age distribution is the age shown (SpreadRule.estimate, `point_estimate`).
+AGE_ESTIMATES = ("mean", "median")
 
 
 class AgeGenderHeads(nn.Module):
@@ -60,6 +65,8 @@ class RangeRule:
     lower: tuple[float, ...] = (0.1,)
     upper: tuple[float, ...] = (0.9,)
     temperature: float = 1.0
+    # Its estimate is always the (untempered) mean: configs written with it were calibrated so.
+    estimate: ClassVar[str] = "mean"
 
     def __post_init__(self) -> None:
         if not len(self.starts) == len(self.lower) == len(self.upper) >= 1:
@@ -72,14 +79,14 @@ class RangeRule:
         """The central `level` of the distribution at `temperature`, for every estimate."""
         return cls(lower=((1 - level) / 2,), upper=((1 + level) / 2,), temperature=temperature)
 
-    def region(self, mean: torch.Tensor) -> torch.Tensor:
+    def region(self, estimate: torch.Tensor) -> torch.Tensor:
         """Index of the region each estimate falls in."""
-        return torch.bucketize(mean.float(), torch.tensor(self.starts[1:], device=mean.device), right=True)
+        return torch.bucketize(estimate.float(), torch.tensor(self.starts[1:], device=estimate.device), right=True)
 
-    def read(self, probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, probs: torch.Tensor, estimate: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The range [low, high] in years of (already tempered) distributions `probs` over the years from
-        `age_min`, with estimates `mean`."""
-        region = self.region(mean)
+        `age_min`, with estimates `estimate`."""
+        region = self.region(estimate)
         lower = torch.tensor(self.lower, device=probs.device)[region]
         upper = torch.tensor(self.upper, device=probs.device)[region]
         cdf = probs.cumsum(dim=-1)
@@ -91,7 +98,8 @@ class RangeRule:
 class SpreadRule:
     """The range as the estimate minus `below` and plus `above` times the spread of its distribution.
 
-    The spread is the distribution's standard deviation, raised to `power` (1: as it is; above 1,
+    The estimate is the distribution's mean or median (`estimate`, AGE_ESTIMATES); the spread is the
+    distribution's root-mean-square distance from it, raised to `power` (1: as it is; above 1,
     the ranges of faces the model is sure of narrow and those of faces it is unsure of widen);
     the multiples are read at the estimate by linear interpolation between `knots` (constant
     beyond the first and last), so the range's width changes smoothly with the estimate. Bounds
@@ -107,7 +115,9 @@ class SpreadRule:
     max_width: float = 40.0
     # The multiples absorb the units (years to the power): only the shape of the spread's effect changes.
     power: float = 1.0
-    # The spread is that of the distribution the estimate is the mean of: never tempered.
+    # Which point of the distribution is the age shown and the range's centre.
+    estimate: str = "mean"
+    # The spread is that of the distribution the estimate is read from: never tempered.
     temperature: ClassVar[float] = 1.0
 
     def __post_init__(self) -> None:
@@ -121,22 +131,24 @@ class SpreadRule:
             raise ValueError(f"max_width must be at least 2 years, not {self.max_width}")
         if self.power <= 0:
             raise ValueError(f"power must be above 0, not {self.power}")
+        if self.estimate not in AGE_ESTIMATES:
+            raise ValueError(f"estimate must be one of {', '.join(AGE_ESTIMATES)}, not {self.estimate!r}")
 
-    def multiples(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def multiples(self, estimate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (below, above) multiples of the spread at each estimate."""
-        return (_interpolate(mean, self.knots, self.below), _interpolate(mean, self.knots, self.above))
+        return (_interpolate(estimate, self.knots, self.below), _interpolate(estimate, self.knots, self.above))
 
-    def read(self, probs: torch.Tensor, mean: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, probs: torch.Tensor, estimate: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The range [low, high] in years of distributions `probs` over the years from `age_min`, with
-        estimates `mean`."""
+        estimates `estimate` (read from `probs` as `self.estimate` says)."""
         age_max = age_min + probs.shape[-1] - 1
-        spread = age_spread(probs, mean, age_min, self.power)
-        below, above = self.multiples(mean)
+        spread = age_spread(probs, estimate, age_min, self.power)
+        below, above = self.multiples(estimate)
         # Narrowed to max_width - 1 before rounding, so that the rounded bounds lie at most max_width apart.
         spread = spread * ((self.max_width - 1) / ((below + above) * spread).clamp_min(1e-6)).clamp(max=1.0)
-        shown = torch.round(mean)
-        low = torch.minimum(torch.round(mean - below * spread), shown).clamp(age_min, age_max)
-        high = torch.maximum(torch.round(mean + above * spread), shown).clamp(age_min, age_max)
+        shown = torch.round(estimate)
+        low = torch.minimum(torch.round(estimate - below * spread), shown).clamp(age_min, age_max)
+        high = torch.maximum(torch.round(estimate + above * spread), shown).clamp(age_min, age_max)
         return low, high
 
 
@@ -144,11 +156,12 @@ class SpreadRule:
 AgeRangeRule = RangeRule | SpreadRule
 
 
-def age_spread(probs: torch.Tensor, mean: torch.Tensor, age_min: int, power: float = 1.0) -> torch.Tensor:
-    """The standard deviation in years of distributions `probs` over the years from `age_min` around `mean`,
-    raised to `power` (SpreadRule.power: the rule's read and its fit take the spread from here alike)."""
+def age_spread(probs: torch.Tensor, centre: torch.Tensor, age_min: int, power: float = 1.0) -> torch.Tensor:
+    """The root-mean-square distance in years of distributions `probs` over the years from `age_min` from
+    `centre` (the standard deviation when it is the mean), raised to `power` (SpreadRule.power: the rule's
+    read and its fit take the spread from here alike)."""
     years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
-    return ((years - mean.float().unsqueeze(-1)) ** 2 * probs.float()).sum(dim=-1).sqrt() ** power
+    return ((years - centre.float().unsqueeze(-1)) ** 2 * probs.float()).sum(dim=-1).sqrt() ** power
 
 
 def _interpolate(x: torch.Tensor, knots: tuple[float, ...], values: tuple[float, ...]) -> torch.Tensor:
@@ -165,7 +178,7 @@ def _interpolate(x: torch.Tensor, knots: tuple[float, ...], values: tuple[float,
 
 @dataclass(frozen=True)
 class AgeEstimate:
-    mean: torch.Tensor  # years, float
+    years: torch.Tensor  # the estimate (the age shown, before rounding), float
     low: torch.Tensor  # years, integer-valued
     high: torch.Tensor
     probs: torch.Tensor | None = None  # the distribution the range is read from (tempered by a RangeRule)
@@ -179,16 +192,36 @@ DEFAULT_RANGE = SpreadRule()
 
 
 def decode_age(logits: torch.Tensor, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE) -> AgeEstimate:
-    """Mean age of the predicted distribution, and its range as `rule` reads it.
+    """The estimate of the predicted distribution (its mean or median, as `rule.estimate` says), and its
+    range as `rule` reads it.
 
-    The mean is the untempered one: the estimate training made (its L1 term is on this mean),
-    whatever shape the range is given.
+    The estimate is read from the untempered distribution, whatever shape the range is given.
     """
-    bins = age_bins(age_min, age_min + logits.shape[-1] - 1).to(logits.device)
-    mean = torch.softmax(logits.float(), dim=-1) @ bins
+    estimate = point_estimate(torch.softmax(logits.float(), dim=-1), age_min, rule.estimate)
     probs = torch.softmax(logits.float() / rule.temperature, dim=-1)
-    low, high = rule.read(probs, mean, age_min)
-    return AgeEstimate(mean=mean, low=low, high=high, probs=probs)
+    low, high = rule.read(probs, estimate, age_min)
+    return AgeEstimate(years=estimate, low=low, high=high, probs=probs)
+
+
+def point_estimate(probs: torch.Tensor, age_min: int, kind: str = "mean") -> torch.Tensor:
+    """The mean or the median (AGE_ESTIMATES) in years of distributions `probs` over the years from `age_min`.
+
+    The median is that of the distribution spread evenly over each year's bin [year - 1/2, year + 1/2]:
+    continuous in the probabilities, as the mean is, so that a face's estimate moves smoothly with them
+    (the live view's frames) instead of in whole years.
+    """
+    years = age_bins(age_min, age_min + probs.shape[-1] - 1).to(probs.device)
+    probs = probs.float()
+    if kind == "mean":
+        return probs @ years
+    if kind != "median":
+        raise ValueError(f"estimate must be one of {', '.join(AGE_ESTIMATES)}, not {kind!r}")
+    cdf = probs.double().cumsum(dim=-1)
+    k = _first_reaching(cdf, 0.5).unsqueeze(-1)  # the bin the median lies in
+    below = (cdf.gather(-1, k) - probs.double().gather(-1, k)).squeeze(-1)  # the mass before that bin
+    inside = probs.double().gather(-1, k).squeeze(-1).clamp_min(1e-12)
+    share = ((0.5 - below) / inside).clamp(0.0, 1.0)
+    return (years[k.squeeze(-1)].double() - 0.5 + share).float()
 
 
 def _first_reaching(cdf: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:

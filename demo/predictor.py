@@ -158,7 +158,7 @@ class Predictor:
                 age, p_female = prediction.age, prediction.p_female
                 for i, r in enumerate(judged):
                     r.answers[name] = ModelAnswer(
-                        age=None if age is None else float(age.mean[i]),
+                        age=None if age is None else float(age.years[i]),
                         age_low=None if age is None else int(age.low[i]),
                         age_high=None if age is None else int(age.high[i]),
                         p_female=None if p_female is None else float(p_female[i]),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from demo.heads import AGE_MIN, gender_call
+from demo.heads import AGE_MIN, gender_call, point_estimate
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 
 # A detection continues a track when its centre lies within this many of the track's face widths of
@@ -210,8 +210,8 @@ class FaceTracker:
 
 
 def average(answers: list[ModelAnswer], held_gender: str | None = None) -> ModelAnswer:
-    """One model's answers for one face over several frames: the mean age, the range of the mean
-    distribution (read as the model reads its own), and the mean P(female), its call held still near
+    """One model's answers for one face over several frames: the age and range of their mean distribution
+    (read as the model reads its own), and the mean P(female), its call held still near
     the model's unsure threshold when the call shown so far is `held_gender` (HOLD_MARGIN)."""
     last = answers[-1]
     p_female = None if last.p_female is None else float(np.mean([a.p_female for a in answers]))
@@ -220,9 +220,13 @@ def average(answers: list[ModelAnswer], held_gender: str | None = None) -> Model
         return ModelAnswer(last.age, last.age_low, last.age_high, p_female, unsure_below=last.unsure_below,
                            held_gender=held)
     probs = np.mean([a.age_probs for a in answers], axis=0)
-    # The mean of the mixture of the frames' (untempered) distributions is the mean of their means.
-    age = float(np.mean([a.age for a in answers]))
-    low, high = (int(v) for v in last.range_rule.read(torch.from_numpy(probs), torch.tensor(age, dtype=torch.float64),
-                                                       AGE_MIN))
-    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_rule=last.range_rule,
+    rule = last.range_rule
+    if rule.estimate == "mean":
+        # The mean of the mixture of the frames' (untempered) distributions is the mean of their means (a
+        # RangeRule's probs are tempered: its estimates are not read from them).
+        age = float(np.mean([a.age for a in answers]))
+    else:  # a SpreadRule's probs are untempered: the mixture's median, as one frame's is read
+        age = float(point_estimate(torch.from_numpy(probs), AGE_MIN, rule.estimate))
+    low, high = (int(v) for v in rule.read(torch.from_numpy(probs), torch.tensor(age, dtype=torch.float64), AGE_MIN))
+    return ModelAnswer(age, low, high, p_female, age_probs=probs, range_rule=rule,
                        unsure_below=last.unsure_below, held_gender=held)

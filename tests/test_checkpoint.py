@@ -89,8 +89,8 @@ def test_age_logit_offsets_are_kept_and_served(tmp_path):
     pushed = load_model(tmp_path / "pushed")
     assert pushed.config.age_logit_offsets == offsets  # read back as saved (a tuple, as the dataclass holds it)
     x = torch.randn(2, 3, 32, 32)
-    assert load_model(tmp_path / "plain").predict(x).age.mean.max() < 79
-    assert torch.allclose(pushed.predict(x).age.mean, torch.full((2,), 80.0), atol=0.01)
+    assert load_model(tmp_path / "plain").predict(x).age.years.max() < 79
+    assert torch.allclose(pushed.predict(x).age.years, torch.full((2,), 80.0), atol=0.01)
 
 
 class LeftLeaning(torch.nn.Module):
@@ -147,6 +147,26 @@ def test_a_spread_rules_power_is_saved_and_older_spread_configs_read_it_as_1(tmp
     assert decode_age(logits[None], 1, squared).low.item() == round(40 - 0.2 * 36)
 
 
+def test_a_median_estimate_is_saved_served_and_older_configs_read_the_mean(tmp_path):
+    from demo.heads import SpreadRule, point_estimate
+
+    _tiny(tmp_path)
+    config = read_config(tmp_path)
+    assert config.age_estimate == "mean"  # as every config written before it (no key) reads
+    config.set_range_rule(SpreadRule(estimate="median"))
+    (tmp_path / "config.json").write_text(config.to_json())
+    loaded = load_model(tmp_path)
+    assert loaded.config.age_estimate == "median" and loaded.config.range_rule.estimate == "median"
+    pred = loaded.predict(torch.rand(3, 3, loaded.config.input_size, loaded.config.input_size))
+    assert torch.allclose(pred.age.years, point_estimate(pred.age.probs, 1, "median"))
+    data = json.loads(config.to_json())
+    for bad, message in (({"age_estimate": "mode"}, "age_estimate must be one of mean, median"),
+                         ({"range_kind": "percentiles"}, "percentile ranges are read around the mean")):
+        (tmp_path / "config.json").write_text(json.dumps({**data, **bad}))
+        with pytest.raises(ModelLoadError, match=message):
+            read_config(tmp_path)
+
+
 def test_configs_written_before_the_spread_rule_read_their_percentiles_as_before(tmp_path):
     from demo.heads import RangeRule, SpreadRule, decode_age
 
@@ -163,7 +183,7 @@ def test_configs_written_before_the_spread_rule_read_their_percentiles_as_before
     logits = torch.randn(4, 116)
     est = decode_age(logits, 1, config.range_rule)
     probs = torch.softmax(logits / 1.3, dim=-1).cumsum(-1)  # the percentiles of the tempered distribution, by hand
-    for i, mean in enumerate(est.mean.tolist()):
+    for i, mean in enumerate(est.years.tolist()):
         lo, hi = (0.1, 0.9) if mean < 40 else (0.2, 0.95)
         assert est.low[i] == int((probs[i] >= lo - 1e-6).float().argmax()) + 1
         assert est.high[i] == int((probs[i] >= hi - 1e-6).float().argmax()) + 1

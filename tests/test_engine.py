@@ -37,7 +37,7 @@ def test_each_model_gives_pytorchs_outputs_on_real_faces(engines, predictor):
         # And the answers read from them: the same ranges, P(female) within 1e-4.
         a, b = torch_model.predict(batch), onnx_model.predict(batch)
         assert torch.equal(a.age.low, b.age.low) and torch.equal(a.age.high, b.age.high), key
-        assert torch.allclose(a.age.mean, b.age.mean, atol=1e-3) and torch.allclose(a.p_female, b.p_female, atol=1e-4)
+        assert torch.allclose(a.age.years, b.age.years, atol=1e-3) and torch.allclose(a.p_female, b.p_female, atol=1e-4)
 
 
 def test_mtcnn_on_the_engine_finds_the_same_faces():

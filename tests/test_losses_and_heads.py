@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from demo.heads import RangeRule, SpreadRule, decode_age, gender_call, gender_probability
+from demo.heads import RangeRule, SpreadRule, decode_age, gender_call, gender_probability, point_estimate
 from training.fit.losses import LossWeights, age_loss, gender_loss, multitask_loss, soft_age_targets
 
 
@@ -41,11 +41,39 @@ def test_decode_age_mean_and_range_by_hand():
     # P over ages 10..14 = .1 .1 .6 .1 .1: mean 12; cdf .1 .2 .8 .9 1.0 -> 10th pct 10, 90th pct 13
     probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1]])
     est = decode_age(probs.log(), age_min=10, rule=RangeRule.central(0.8))
-    assert est.mean.item() == pytest.approx(12.0)
+    assert est.years.item() == pytest.approx(12.0)
     assert (est.low.item(), est.high.item()) == (10, 13)
     # A 50 % range: 25th pct reaches at age 12 (cdf .8), 75th pct at 12 too.
     est = decode_age(probs.log(), age_min=10, rule=RangeRule.central(0.5))
     assert (est.low.item(), est.high.item()) == (12, 12)
+
+
+def test_the_median_by_hand_and_beside_the_mean():
+    # P over ages 10..14 = .1 .1 .6 .1 .1: the mass before 12 is .2, so the median lies .3 / .6 into 12's bin
+    # [11.5, 12.5]: 11.5 + .5 = 12, as the mean; even over 10..13 it is where 11's bin ends, 11.5.
+    probs = torch.tensor([[0.1, 0.1, 0.6, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25, 0.0]])
+    assert point_estimate(probs, 10, "median").tolist() == pytest.approx([12.0, 11.5])
+    assert point_estimate(torch.tensor([[0.0, 1.0, 0.0]]), 10, "median").item() == pytest.approx(11.0)  # one year
+    # Skewed away from a bound (a baby's distribution), the median lies below the mean; it moves smoothly.
+    skewed = torch.tensor([[0.4, 0.3, 0.15, 0.1, 0.05]])
+    median, mean = point_estimate(skewed, 1, "median").item(), point_estimate(skewed, 1, "mean").item()
+    assert median == pytest.approx(1.5 + 0.1 / 0.3) and median < mean == pytest.approx(2.1)
+    nudged = torch.tensor([[0.39, 0.31, 0.15, 0.1, 0.05]])
+    assert 0 < abs(median - point_estimate(nudged, 1, "median").item()) < 0.05
+    with pytest.raises(ValueError, match="estimate must be"):
+        point_estimate(probs, 10, "mode")
+
+
+def test_a_median_rule_shows_the_median_inside_its_range():
+    ages = torch.arange(1, 117, dtype=torch.float32)
+    logits = -(((ages[None, :] - torch.tensor([[1.0], [40.0], [90.0]])) / torch.tensor([[3.0], [6.0], [25.0]])) ** 2)
+    rule = SpreadRule(below=(1.0,), above=(1.0,), estimate="median")
+    est = decode_age(logits, 1, rule)
+    assert torch.allclose(est.years, point_estimate(torch.softmax(logits, -1), 1, "median"))
+    assert not torch.allclose(est.years, decode_age(logits, 1).years, atol=0.1)  # not the mean
+    assert bool(((est.low <= est.years.round()) & (est.years.round() <= est.high)).all())
+    with pytest.raises(ValueError, match="estimate must be"):
+        SpreadRule(estimate="mode")
 
 
 def test_a_range_rule_reads_each_region_of_the_estimate_at_its_own_percentiles():
@@ -82,12 +110,12 @@ def test_a_spread_rule_always_holds_the_age_shown():
     for rule in (SpreadRule(below=(0.0,), above=(0.0,)), SpreadRule(knots=(1.0, 60.0), below=(0.0, 3.0),
                                                                        above=(2.0, 0.0))):
         est = decode_age(logits, 1, rule)
-        shown = est.mean.round()
+        shown = est.years.round()
         assert bool(((est.low <= shown) & (shown <= est.high)).all())
         assert bool((est.low >= 1).all() and (est.high <= 116).all())
     # A flat distribution (spread 33 years) would give 1-116: narrowed to at most max_width, the estimate inside.
     flat = decode_age(torch.zeros(1, 116), 1, SpreadRule())
-    assert flat.high - flat.low <= 40 and flat.low <= flat.mean.round() <= flat.high
+    assert flat.high - flat.low <= 40 and flat.low <= flat.years.round() <= flat.high
     narrow = decode_age(torch.zeros(1, 116), 1, SpreadRule(max_width=10))
     assert 9 <= float(narrow.high - narrow.low) <= 10
 
@@ -121,8 +149,8 @@ def test_temperature_and_level_shape_the_range_not_the_estimate():
     plain = decode_age(logits, 1)
     for temperature, level in ((0.5, 0.8), (3.0, 0.6), (1.0, 0.95)):
         est = decode_age(logits, 1, RangeRule.central(level, temperature))
-        assert torch.equal(est.mean, plain.mean)
-    assert not torch.allclose(torch.softmax(logits / 3.0, -1) @ ages, plain.mean, atol=0.5)  # a case that would move
+        assert torch.equal(est.years, plain.years)
+    assert not torch.allclose(torch.softmax(logits / 3.0, -1) @ ages, plain.years, atol=0.5)  # a case that would move
 
 
 def test_gender_probability():

@@ -45,6 +45,16 @@ def test_fit_on_real_band_sizes_recovers_its_coverage_on_fresh_faces(seed):
     assert fresh["all"]["wide_share"] == 0.0  # the widest spread here is 10.5 years: no 40-year range
 
 
+def test_a_fit_around_the_median_recovers_its_coverage_and_holds_the_median():
+    val, fresh = biased(2000, seed=20), biased(20000, seed=120)
+    rule = fit_spread_rule(val, 1, estimate="median")
+    assert rule.estimate == "median"
+    table = table_of(fresh, rule)
+    assert abs(table["all"]["coverage"] - 0.8) < 0.03
+    est = decode_age(fresh.age_logits, 1, rule)
+    assert bool(((est.low <= est.years.round()) & (est.years.round() <= est.high)).all())
+
+
 def test_cross_fitting_measures_what_fresh_faces_show():
     # Each face's range fitted on the other half: its coverage is a measurement, near fresh faces'.
     val = biased(3000, seed=7)

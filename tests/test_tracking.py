@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from demo.faces import Face
-from demo.heads import RangeRule
+from demo.heads import RangeRule, SpreadRule
 from demo.predictor import FaceResult, ImageResult, ModelAnswer
 from demo.tracking import FaceTracker, assign, average
 
@@ -132,6 +132,18 @@ def test_average_reads_the_range_at_the_models_level_and_keeps_its_estimates():
     # A rule by region is read at the averaged estimate's region: 33 is in the second (from 32).
     by_region = RangeRule(starts=(1.0, 32.0), lower=(0.1, 0.25), upper=(0.9, 0.75))
     assert (average([ModelAnswer(33.0, 30, 38, 0.5, age_probs=probs, range_rule=by_region)] * 2).age_low) == 32
+
+
+def test_a_median_models_average_is_the_median_of_the_mean_distribution():
+    # Two frames, all of one at 30 and all of the other at 40 (bins 29 and 39): the mean distribution's
+    # median is where the first bin ends, 30.5; the mean of the two frames' medians would be 35.
+    first, second = np.zeros(116), np.zeros(116)
+    first[29], second[39] = 1.0, 1.0
+    rule = SpreadRule(below=(1.0,), above=(1.0,), estimate="median")
+    answer = average([ModelAnswer(30.0, 30, 30, None, age_probs=first, range_rule=rule),
+                      ModelAnswer(40.0, 40, 40, None, age_probs=second, range_rule=rule)])
+    assert answer.age == pytest.approx(30.5)
+    assert answer.age_low <= round(answer.age) <= answer.age_high
 
 
 def test_a_still_face_near_the_unsure_threshold_keeps_its_gender_text():

@@ -487,6 +487,11 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
             assert gender_only[name]["gender_nll"] != part["gender_nll"]
         elif name != "gender_temperature":
             assert gender_only[name] == part, name
+    # The median as the age shown: fitted around it, saved, and kept in the run's settings.
+    calibrate_main([str(run), "--age-estimate", "median"])
+    assert load_model(run).config.range_rule.estimate == "median"
+    assert json.loads((run / "train_config.json").read_text())["age_estimate"] == "median"
+    assert json.loads((run / "val_metrics.json").read_text())["range_rule"]["estimate"] == "median"
 
 
 def test_mixup_partners_are_other_faces_near_in_age():

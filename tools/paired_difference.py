@@ -2,8 +2,8 @@
 
     python -m tools.paired_difference weights/model_b runs/r6_b_born runs/r6_b_mixup --data data/faces
 
-The first model is the baseline. Each model's answers are read as the app serves them (its flip and
-logit adjustment) on the same validation faces, and each number is the candidate's less the
+The first model is the baseline. Each model's answers are read as the app serves them (its flip,
+logit adjustment and estimate) on the same validation faces, and each number is the candidate's less the
 baseline's, +- the standard error of the mean of the per-face differences: the faces both models
 find hard or easy cancel out, so this error is smaller than either number's own. A difference
 within about two standard errors is not a finding. Numbers: UTKFace age MAE (all faces and 60+)
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from demo.checkpoint import load_model
+from demo.checkpoint import ModelConfig, load_model
 from demo.heads import decode_age
 from training.data import spec
 from training.data.pack import FacePack
@@ -28,15 +28,16 @@ from training.evaluation.metrics import OLD_AGE, Outputs
 from training.evaluation.report import served_outputs
 
 
-def per_face(out: Outputs, age_min: int) -> dict[str, np.ndarray]:
-    """Each face's age error in years, whether its age group is right, and whether its gender is right."""
-    mean = decode_age(out.age_logits, age_min).mean.numpy()
-    groups = np.zeros(len(mean), dtype=bool)
+def per_face(out: Outputs, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Each face's age error in years, whether its age group is right, and whether its gender is right, of the
+    answers as `config` reads them (its estimate: the mean or the median)."""
+    age = decode_age(out.age_logits, config.age_min, config.range_rule).years.numpy()
+    groups = np.zeros(len(age), dtype=bool)
     for d in np.unique(out.dataset.numpy()):
         dataset, on = spec.at(int(d)), (out.dataset == int(d)).numpy()
         if dataset.age_groups:
-            groups[on] = dataset.groups_apart(mean[on], out.age_low[on].tolist()) == 0
-    return {"error": np.abs(mean - out.age_low.numpy()), "group_right": groups,
+            groups[on] = dataset.groups_apart(age[on], out.age_low[on].tolist()) == 0
+    return {"error": np.abs(age - out.age_low.numpy()), "group_right": groups,
             "gender_right": (out.gender_logit.numpy() > 0) == (out.gender.numpy() == 1)}
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder in args.models:
         loaded = load_model(folder, "cpu", engine="torch")
         outputs.append(served_outputs(loaded, pack, args.split, "cpu"))
-        answers.append(per_face(outputs[-1], loaded.config.age_min))
+        answers.append(per_face(outputs[-1], loaded.config))
     cols = columns(outputs[0], answers[0])  # the faces are the same for every model
     rows = [[folder.name, *(difference(a[key][faces], answers[0][key][faces], scale) for _, faces, key, scale in cols)]
             for folder, a in zip(args.models[1:], answers[1:])]

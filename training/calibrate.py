@@ -1,7 +1,8 @@
 """Fit a trained model's calibration on the validation faces again, as training ends by doing.
 
     python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
-        [--range-rule spread|percentiles] [--range-spread-power P] [--flip on|gender|off]
+        [--range-rule spread|percentiles] [--range-spread-power P] [--age-estimate mean|median]
+        [--flip on|gender|off]
 
 Refits the age head's logit adjustment, its range, the gender temperature and the unsure threshold of
 the run's best checkpoint, with the run's own settings (RUN_DIR/train_config.json),
@@ -17,6 +18,7 @@ import logging
 from pathlib import Path
 
 from demo.checkpoint import FLIP_MODES
+from demo.heads import AGE_ESTIMATES
 from training.data.dataset import FaceDataset
 from training.data.pack import FacePack
 from training.evaluation.ranges import bands_outside
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
                         "plus and minus multiples of the distribution's spread) or percentiles (before)")
     parser.add_argument("--range-spread-power", type=float, metavar="P", help="spread only: the spread raised to "
                         "this power (default: the run's setting, 1)")
+    parser.add_argument("--age-estimate", choices=AGE_ESTIMATES, help="the age shown: the distribution's mean or its "
+                        "median (spread ranges only; default: the run's setting, mean)")
     parser.add_argument("--range-sweeps", type=int, help="percentiles only; default: the run's setting (0: "
                         "split-conformal levels alone)")
     parser.add_argument("--flip", choices=FLIP_MODES, help="average the answers (on), or the gender answer alone "
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
             saved["range_rule"] = args.range_rule
         if args.range_spread_power is not None:
             saved["range_spread_power"] = args.range_spread_power
+        if args.age_estimate is not None:
+            saved["age_estimate"] = args.age_estimate
         if args.range_sweeps is not None:
             saved["range_sweeps"] = args.range_sweeps
         if args.flip is not None:

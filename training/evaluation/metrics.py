@@ -13,7 +13,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from demo.checkpoint import forward_with_flip
-from demo.heads import DEFAULT_RANGE, AgeEstimate, AgeRangeRule, RangeRule, age_bins, decode_age, gender_probability
+from demo.heads import (
+    DEFAULT_RANGE,
+    AgeEstimate,
+    AgeRangeRule,
+    RangeRule,
+    age_bins,
+    decode_age,
+    gender_probability,
+    point_estimate,
+)
 from training.data import spec
 from training.data.ages import labelled_age, year_weights
 from training.data.spec import YEAR, DatasetSpec
@@ -127,7 +136,7 @@ def year_metrics(out: Outputs, age_min: int, rule: AgeRangeRule = DEFAULT_RANGE,
                  gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
     """Age in years (MAE, CS@5, range coverage and width) and gender metrics over the faces in `out`."""
     est = decode_age(out.age_logits, age_min, rule)
-    err = (est.mean - out.age.float()).abs()
+    err = (est.years - out.age.float()).abs()
     old = out.age >= OLD_AGE
     return {
         "n": int(len(err)),
@@ -144,7 +153,7 @@ def group_metrics(out: Outputs, dataset: DatasetSpec, age_min: int, rule: AgeRan
                   gender_temperature: float = 1.0, unsure_below: float = 0.5) -> dict[str, float]:
     """Age-group labels: the data set's group the estimate falls in, exact and within one, and gender."""
     est = decode_age(out.age_logits, age_min, rule)
-    off = dataset.groups_apart(est.mean.tolist(), out.age_low.tolist())
+    off = dataset.groups_apart(est.years.tolist(), out.age_low.tolist())
     return {
         "n": int(len(off)),
         "age_group_exact": float((off == 0).mean()),
@@ -160,7 +169,7 @@ def signed_error(est: AgeEstimate, out: Outputs, age_min: int) -> float:
     weighs them (the middle, 14.5 for 10-19; for the open "more than 70", the ages of UTKFace's over-70s).
     Above 0: the faces are made older."""
     labelled = labelled_age(out.age_low, out.age_high, age_min, out.age_logits.shape[-1])
-    return float((est.mean - labelled).mean())
+    return float((est.years - labelled).mean())
 
 
 # A range this many years wide or wider says little: its share is reported (aimed under 1 %).
@@ -169,7 +178,7 @@ WIDE_RANGE = 40
 
 def range_metrics(est: AgeEstimate, out: Outputs, age_min: int) -> dict[str, float]:
     """How often the ranges hold the true age, how wide they are, and whether each holds its own estimate."""
-    return range_summary(_coverage(est, out, age_min), est.low, est.high, torch.round(est.mean))
+    return range_summary(_coverage(est, out, age_min), est.low, est.high, torch.round(est.years))
 
 
 def range_summary(covered: torch.Tensor, low: torch.Tensor, high: torch.Tensor, shown: torch.Tensor
@@ -223,7 +232,8 @@ def fit_unsure_below(out: Outputs, gender_temperature: float = 1.0) -> float:
     return chosen
 
 
-def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, tolerance: float) -> float:
+def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, tolerance: float,
+                       estimate: str = "mean") -> float:
     """The strength tau of post-hoc logit adjustment, `logits - tau * log_density`, for `out`.
 
     A model trained on imbalanced ages answers with their prior folded in, pulling rare (old)
@@ -231,7 +241,8 @@ def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, to
     takes part of that prior back out (Menon et al., "Long-tail learning via logit adjustment",
     2021). tau = 1 undoes it all, which costs accuracy on the common ages: the tau chosen is the
     largest on a grid over 0..1 whose MAE on the year-labelled faces of `out` is at most
-    `tolerance` years above tau = 0's (0 when `out` has no such faces).
+    `tolerance` years above tau = 0's (0 when `out` has no such faces), with the age read as `estimate`
+    (AGE_ESTIMATES) says.
     """
     year = out.age_low == out.age_high
     if not year.any() or tolerance <= 0:
@@ -239,7 +250,8 @@ def fit_age_adjustment(out: Outputs, age_min: int, log_density: torch.Tensor, to
     logits, ages = out.age_logits[year].float(), out.age_low[year].float()
 
     def mae(tau: float) -> float:
-        return float((decode_age(logits - tau * log_density, age_min).mean - ages).abs().mean())
+        return float((point_estimate(torch.softmax(logits - tau * log_density, dim=-1), age_min, estimate)
+                      - ages).abs().mean())
 
     limit = mae(0.0) + tolerance
     return max((float(t) for t in np.linspace(0.0, 1.0, 21) if mae(float(t)) <= limit), default=0.0)

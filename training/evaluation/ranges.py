@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from demo.heads import AgeRangeRule, SpreadRule, age_bins, age_spread, decode_age
+from demo.heads import AgeRangeRule, SpreadRule, age_bins, age_spread, decode_age, point_estimate
 from training.data import spec
 from training.data.ages import year_weights
 from training.evaluation.metrics import AGE_BREAKDOWNS, WIDE_RANGE, Outputs, range_coverage
@@ -44,25 +44,26 @@ BALANCES = ("bands", "faces")
 
 
 def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tuple[float, ...] = SPREAD_KNOTS,
-                    balance: str = "bands", sweeps: int = 0, power: float = 1.0) -> SpreadRule:
+                    balance: str = "bands", sweeps: int = 0, power: float = 1.0, estimate: str = "mean"
+                    ) -> SpreadRule:
     """The SpreadRule whose ranges hold `coverage` of the true ages of the faces in `out`, localised by
-    estimate between `knots` (module docstring), with the spread raised to `power`. `out.age_logits` as
-    served (logit offsets added)."""
+    estimate between `knots` (module docstring), with the spread raised to `power`, around the distribution's
+    `estimate` (AGE_ESTIMATES). `out.age_logits` as served (logit offsets added)."""
     if balance not in BALANCES:
         raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
     probs = torch.softmax(out.age_logits.float(), dim=-1)
     years = age_bins(age_min, age_min + probs.shape[-1] - 1)
-    mean = probs @ years
-    spread = age_spread(probs, mean, age_min, power).clamp_min(1e-3)
+    centre = point_estimate(probs, age_min, estimate)  # m: the mean or the median
+    spread = age_spread(probs, centre, age_min, power).clamp_min(1e-3)
     weights = year_weights(out.age_low, out.age_high, age_min, probs.shape[-1])  # faces x years
     face_weight = torch.from_numpy(_face_weights(out, balance))
-    need_below = (mean[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
-    need_above = (years[None, :] - 0.5 - mean[:, None]) / spread[:, None]  # covered above when a reaches it
-    hats = _hat_weights(mean, knots)  # faces x knots
+    need_below = (centre[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
+    need_above = (years[None, :] - 0.5 - centre[:, None]) / spread[:, None]  # covered above when a reaches it
+    hats = _hat_weights(centre, knots)  # faces x knots
     kept = [k for k in range(len(knots)) if float(hats[:, k].sum()) >= MIN_KNOT_FACES]
     if len(kept) < len(knots):  # the faces of a dropped knot go to the knots kept beside it
         knots = tuple(knots[k] for k in kept) or (float(age_min),)
-        hats = _hat_weights(mean, knots)
+        hats = _hat_weights(centre, knots)
     q = (1 + coverage) / 2
     below, above = [], []
     for k in range(len(knots)):
@@ -71,8 +72,8 @@ def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tu
         below.append(max(0.0, _weighted_quantile(need_below, w, q) + 1e-4))
         above.append(max(0.0, _weighted_quantile(need_above, w, q)))
     rule = SpreadRule(knots=tuple(float(k) for k in knots), below=tuple(round(b, 4) for b in below),
-                      above=tuple(round(a, 4) for a in above), power=power)
-    return _balance_multiples(out, rule, mean, spread, weights, coverage, sweeps) if sweeps else rule
+                      above=tuple(round(a, 4) for a in above), power=power, estimate=estimate)
+    return _balance_multiples(out, rule, centre, spread, weights, coverage, sweeps) if sweeps else rule
 
 
 def fit_global_spread(out: Outputs, age_min: int, coverage: float = 0.8) -> SpreadRule:
@@ -80,17 +81,17 @@ def fit_global_spread(out: Outputs, age_min: int, coverage: float = 0.8) -> Spre
     return fit_spread_rule(out, age_min, coverage, knots=(float(age_min),), balance="faces")
 
 
-def _hat_weights(mean: torch.Tensor, knots: tuple[float, ...]) -> torch.Tensor:
+def _hat_weights(centre: torch.Tensor, knots: tuple[float, ...]) -> torch.Tensor:
     """Faces x knots: the weights linear interpolation between `knots` gives each knot at each estimate."""
     if len(knots) == 1:
-        return torch.ones(len(mean), 1)
+        return torch.ones(len(centre), 1)
     xp = torch.tensor(knots)
-    x = mean.float().clamp(xp[0], xp[-1])
+    x = centre.float().clamp(xp[0], xp[-1])
     i = torch.bucketize(x, xp[1:-1], right=True)
     t = (x - xp[i]) / (xp[i + 1] - xp[i])
-    hats = torch.zeros(len(mean), len(knots))
-    hats[torch.arange(len(mean)), i] = 1 - t
-    hats[torch.arange(len(mean)), i + 1] += t
+    hats = torch.zeros(len(centre), len(knots))
+    hats[torch.arange(len(centre)), i] = 1 - t
+    hats[torch.arange(len(centre)), i + 1] += t
     return hats
 
 
@@ -191,7 +192,7 @@ MISS_COST = 100.0
 WIDTH_COST = 1e-3
 
 
-def _balance_multiples(out: Outputs, rule: SpreadRule, mean: torch.Tensor, spread: torch.Tensor,
+def _balance_multiples(out: Outputs, rule: SpreadRule, centre: torch.Tensor, spread: torch.Tensor,
                        weights: torch.Tensor, coverage: float, sweeps: int) -> SpreadRule:
     """`rule` with each knot's (below, above) moved on MULTIPLES, knot by knot for `sweeps` sweeps, to bring
     every true age band and group inside BAND_AIM at the least width (the conformal fit's multiples to start)."""
@@ -206,17 +207,17 @@ def _balance_multiples(out: Outputs, rule: SpreadRule, mean: torch.Tensor, sprea
     is_band = torch.tensor(is_band)
     cum = torch.cat([torch.zeros_like(weights[:, :1]), weights.cumsum(dim=-1)], dim=-1)  # weight of years < bin
     top = weights.shape[1]
-    hats = _hat_weights(mean, rule.knots)
+    hats = _hat_weights(centre, rule.knots)
     grid = torch.tensor(MULTIPLES)
     below, above = list(rule.below), list(rule.above)
-    shown = torch.round(mean)
+    shown = torch.round(centre)
 
     def bounds(k: int, b: torch.Tensor, a: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bin indices of low (faces x len(b)) and high (faces x len(a)) with knot k's multiples b, a."""
         h = hats[faces]
         rest_b = h @ torch.tensor(below) - h[:, k] * below[k]
         rest_a = h @ torch.tensor(above) - h[:, k] * above[k]
-        m, s, shown_f = mean[faces, None], spread[faces, None], shown[faces, None]
+        m, s, shown_f = centre[faces, None], spread[faces, None], shown[faces, None]
         low = torch.minimum(torch.round(m - (rest_b[:, None] + h[:, k, None] * b) * s), shown_f)
         high = torch.maximum(torch.round(m + (rest_a[:, None] + h[:, k, None] * a) * s), shown_f)
         return (low.clamp(1, top) - 1).long(), (high.clamp(1, top) - 1).long()  # age_min 1 in the bins' index
@@ -225,7 +226,7 @@ def _balance_multiples(out: Outputs, rule: SpreadRule, mean: torch.Tensor, sprea
         w = cum[faces]
         return (w.gather(1, high + 1)[:, None, :] - w.gather(1, low)[:, :, None]).clamp(min=0)  # faces x B x A
 
-    everyone = torch.arange(len(mean))
+    everyone = torch.arange(len(centre))
     for _ in range(sweeps):
         for k in range(len(rule.knots)):
             mine = torch.nonzero(hats[:, k] > 0).flatten()

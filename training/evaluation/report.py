@@ -132,7 +132,7 @@ def _short(loaded: LoadedModel) -> str:
 
 def _estimates(out: Outputs, loaded: LoadedModel) -> np.ndarray:
     c = loaded.config
-    return decode_age(out.age_logits, c.age_min).mean.numpy()
+    return decode_age(out.age_logits, c.age_min, c.range_rule).years.numpy()
 
 
 def plot_age_scatter(results: list[Result], title: str, path: Path) -> None:

@@ -25,6 +25,7 @@ import torch
 
 from demo.checkpoint import ModelConfig, flip_mode
 from demo.faces import CROP_MARGIN, CROP_SIZE
+from demo.heads import AGE_ESTIMATES
 from demo.models import architecture
 from training.data import spec
 from training.data.dataset import AugmentConfig
@@ -90,6 +91,8 @@ class TrainConfig:
                               "estimate plus and minus multiples of the distribution's spread, normalised "
                               "conformal quantiles by estimate) or percentiles (before round six: percentiles "
                               "per region of the estimate, fitted to the age bands)")
+    age_estimate: str = setting("mean", "after training: the age shown, read from the age distribution: its mean "
+                                "or its median (spread ranges only; fitted around it)")
     range_spread_power: float = setting(1.0, "spread only: the distribution's spread raised to this power before "
                                         "the multiples scale it (above 1: narrower ranges for faces the model is "
                                         "sure of, wider for those it is not)")
@@ -156,6 +159,9 @@ class TrainConfig:
             raise ValueError(f"--range-rule must be {' or '.join(RANGE_RULES)}, not {self.range_rule!r}")
         if self.range_spread_power <= 0:
             raise ValueError(f"--range-spread-power must be above 0, not {self.range_spread_power}")
+        if self.age_estimate not in AGE_ESTIMATES or (self.age_estimate != "mean" and self.range_rule != "spread"):
+            raise ValueError(f"--age-estimate must be {' or '.join(AGE_ESTIMATES)} (median with --range-rule spread "
+                             f"only), not {self.age_estimate!r}")
         if self.mixup < 0 or self.mixup_years < 0:
             raise ValueError(f"--mixup and --mixup-years must be 0 (off) or more, not {self.mixup}, {self.mixup_years}")
         if not 0.0 <= self.ema < 1.0:

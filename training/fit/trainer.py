@@ -377,7 +377,7 @@ def train_epoch(cfg: TrainConfig, model: torch.nn.Module, forward: torch.nn.Modu
             totals["n"] += n
             totals["loss"] += loss.item() * n
             year = age_low == age_high
-            err = (decode_age(age_logits, mcfg.age_min).mean.cpu() - age_low).abs()
+            err = (decode_age(age_logits, mcfg.age_min).years.cpu() - age_low).abs()
             totals["abs_err"] += err[year].sum().item()
             totals["years"] += int(year.sum())
             totals["correct"] += ((gender_logit.cpu() > 0) == (gender == 1)).sum().item()
@@ -458,14 +458,15 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
     out = collect_outputs(loaded.model, val_loader, cfg.device, flip=mcfg.flip)
     # Fitted on the validation faces of every data set in the pack.
     log_density = training_log_density(cfg, mcfg, pack)
-    tau = fit_age_adjustment(out, mcfg.age_min, log_density, cfg.age_adjust_tolerance)
+    tau = fit_age_adjustment(out, mcfg.age_min, log_density, cfg.age_adjust_tolerance, cfg.age_estimate)
     mcfg.age_logit_offsets = tuple((-tau * log_density).tolist()) if tau else ()
     out = dataclasses.replace(out, age_logits=mcfg.served_age_logits(out.age_logits))
 
     def fit_range(faces: Outputs):
         if cfg.range_rule == "percentiles":
             return fit_age_range(faces, mcfg.age_min, mcfg.range_coverage, sweeps=cfg.range_sweeps)
-        return fit_spread_rule(faces, mcfg.age_min, mcfg.range_coverage, power=cfg.range_spread_power)
+        return fit_spread_rule(faces, mcfg.age_min, mcfg.range_coverage, power=cfg.range_spread_power,
+                               estimate=cfg.age_estimate)
 
     mcfg.set_range_rule(fit_range(out))
     mcfg.gender_temperature = fit_gender_temperature(out)
