@@ -7,10 +7,10 @@ distributions are honest, the smaller MAE; next to a bound (babies) or a thin ta
 two differ by a year or more. The range is read from the same distribution by a rule:
 
 - `SpreadRule` (every model calibrated since round six): the estimate minus and plus multiples of
-  the distribution's own spread (its standard deviation), the multiples a smooth function of the
-  estimate. A face the model is unsure of gets a wide range, a clear one a narrow range; the range
-  always holds the age shown. The multiples are normalised conformal quantiles fitted on validation
-  faces (training.evaluation.ranges).
+  the distribution's own spread (its root-mean-square distance from the estimate), the multiples a
+  smooth function of the estimate. A face the model is unsure of gets a wide range, a clear one a
+  narrow range; the range always holds the age shown. The multiples are normalised conformal
+  quantiles fitted on validation faces (training.evaluation.ranges).
 - `RangeRule` (configs written before): between two percentiles of the distribution, chosen by
   region of the estimate. Kept so that older model folders read as they always did.
 """

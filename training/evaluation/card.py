@@ -72,9 +72,10 @@ def _card_body(config: ModelConfig, metrics: dict | None, evaluated: list[Datase
         f"# {config.name}", "",
         f"Age estimation and gender classification from a face crop. Architecture `{config.architecture}`, "
         f"input {config.input_size}x{config.input_size} px from a {config.crop_size} px face crop aligned with MTCNN "
-        "landmarks. The age head gives a distribution over years: the app shows its mean and its 80 % range"
-        + (" (the mean minus and plus multiples of the distribution's standard deviation, fitted on validation "
-           "faces by estimate: `range_*` in `config.json`; it always holds the age shown and is at most "
+        f"landmarks. The age head gives a distribution over years: the app shows its {config.age_estimate} "
+        "(`age_estimate` in `config.json`) and its 80 % range"
+        + (f" (the {config.age_estimate} minus and plus multiples of the distribution's spread around it, fitted on "
+           "validation faces by estimate: `range_*` in `config.json`; it always holds the age shown and is at most "
            f"{config.range_max_width:g} years wide)" if config.range_kind == "spread" else "")
         + "; the gender head gives P(female)"
         + (f", shown as \"unsure\" where max(P(female), 1 - P(female)) is below {config.gender_unsure_below:.2f} "
