@@ -216,12 +216,12 @@ def point_estimate(probs: torch.Tensor, age_min: int, kind: str = "mean") -> tor
         return probs @ years
     if kind != "median":
         raise ValueError(f"estimate must be one of {', '.join(AGE_ESTIMATES)}, not {kind!r}")
-    cdf = probs.double().cumsum(dim=-1)
+    p = probs.double()
+    cdf = p.cumsum(dim=-1)
     k = _first_reaching(cdf, 0.5).unsqueeze(-1)  # the bin the median lies in
-    below = (cdf.gather(-1, k) - probs.double().gather(-1, k)).squeeze(-1)  # the mass before that bin
-    inside = probs.double().gather(-1, k).squeeze(-1).clamp_min(1e-12)
-    share = ((0.5 - below) / inside).clamp(0.0, 1.0)
-    return (years[k.squeeze(-1)].double() - 0.5 + share).float()
+    inside = p.gather(-1, k)
+    share = ((0.5 - (cdf.gather(-1, k) - inside)) / inside.clamp_min(1e-12)).clamp(0.0, 1.0)  # of that bin's width
+    return (years[k].double() - 0.5 + share).squeeze(-1).float()
 
 
 def _first_reaching(cdf: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:
