@@ -11,18 +11,14 @@ gender accuracy. (An average of k models costs k models' time a face.)
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-from demo.checkpoint import load_model
-from training.data.pack import FacePack
+from tools.side_by_side import parse_models, served_on_split
 from training.evaluation.markdown import pct, table
 from training.evaluation.metrics import Outputs, split_metrics
-from training.evaluation.report import served_outputs
 
 
 def averaged(outputs: list[Outputs], temperatures: list[float]) -> Outputs:
@@ -40,23 +36,12 @@ def row(name: str, out: Outputs, age_min: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", type=Path, help="two or more run or model folders")
-    parser.add_argument("--data", type=Path, required=True, help="folder written by training.prepare")
-    parser.add_argument("--split", default="val", choices=["val", "test"])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if len(args.models) < 2:
-        parser.error("give two or more models")
-    torch.set_num_threads(args.threads)
-    pack = FacePack(args.data)
-    outputs, temperatures, names, age_mins = [], [], [], set()
-    for folder in args.models:
-        loaded = load_model(folder, "cpu")
-        outputs.append(served_outputs(loaded, pack, args.split, "cpu"))
-        temperatures.append(loaded.config.gender_temperature)
-        names.append(folder.name)
-        age_mins.add(loaded.config.age_min)
+    args = parse_models(argv, __doc__, "two or more run or model folders", "give two or more models")
+    served = served_on_split(args.models, args.data, args.split)
+    outputs = [out for _, out in served]
+    temperatures = [loaded.config.gender_temperature for loaded, _ in served]
+    names = [folder.name for folder in args.models]
+    age_mins = {loaded.config.age_min for loaded, _ in served}
     if len(age_mins) > 1 or len({o.age_logits.shape[-1] for o in outputs}) > 1:
         raise SystemExit("the models' age bins differ: their distributions cannot be averaged")
     age_min = age_mins.pop()

@@ -13,19 +13,14 @@ worst race group. Prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
-import torch
 
-from demo.checkpoint import ModelConfig, load_model
+from demo.checkpoint import ModelConfig
 from demo.heads import decode_age
+from tools.side_by_side import parse_models, served_on_split
 from training.data import spec
-from training.data.pack import FacePack
 from training.evaluation.markdown import table
 from training.evaluation.metrics import OLD_AGE, Outputs
-from training.evaluation.report import served_outputs
 
 
 def per_face(out: Outputs, config: ModelConfig) -> dict[str, np.ndarray]:
@@ -68,21 +63,11 @@ def columns(out: Outputs, baseline: dict[str, np.ndarray]) -> list[tuple[str, np
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", type=Path, help="the baseline, then one or more candidates")
-    parser.add_argument("--data", type=Path, required=True, help="folder written by training.prepare")
-    parser.add_argument("--split", default="val", choices=["val", "test"])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if len(args.models) < 2:
-        parser.error("give a baseline and at least one candidate")
-    torch.set_num_threads(args.threads)
-    pack = FacePack(args.data)
-    outputs, answers = [], []
-    for folder in args.models:
-        loaded = load_model(folder, "cpu", engine="torch")
-        outputs.append(served_outputs(loaded, pack, args.split, "cpu"))
-        answers.append(per_face(outputs[-1], loaded.config))
+    args = parse_models(argv, __doc__, "the baseline, then one or more candidates",
+                        "give a baseline and at least one candidate")
+    served = served_on_split(args.models, args.data, args.split)
+    outputs = [out for _, out in served]
+    answers = [per_face(out, loaded.config) for loaded, out in served]
     cols = columns(outputs[0], answers[0])  # the faces are the same for every model
     rows = [[folder.name, *(difference(a[key][faces], answers[0][key][faces], scale) for _, faces, key, scale in cols)]
             for folder, a in zip(args.models[1:], answers[1:])]
