@@ -226,13 +226,13 @@ def test_launch_starts_the_cache_sweep_before_serving(monkeypatch):
     assert demo.sweeping and demo.kwargs["state_session_capacity"] == ui.SESSIONS_KEPT
 
 
-def test_the_readme_client_example_runs_against_the_launched_app(server, capsys, monkeypatch):
-    """The README's gradio_client example, as written, against this test's server."""
+def test_the_usage_pages_client_example_runs_against_the_launched_app(server, capsys, monkeypatch):
+    """docs/usage.md's gradio_client example, as written, against this test's server."""
     import re
 
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    (code,) = re.findall(r"```python\n(from gradio_client import.*?)```", readme, flags=re.S)
+    usage = (root / "docs" / "usage.md").read_text()
+    (code,) = re.findall(r"```python\n(from gradio_client import.*?)```", usage, flags=re.S)
     assert 'Client("http://127.0.0.1:7860/")' in code
     monkeypatch.chdir(root)  # the example's photo path is relative to the repository
     exec(code.replace("http://127.0.0.1:7860/", server[0]), {})
