@@ -177,7 +177,7 @@ def test_the_disagreement_note_quotes_the_shipped_models_cards():
     answers = {"a": ModelAnswer(30, 25, 36, 0.9), "b": ModelAnswer(31, 26, 37, 0.2)}
     assert gender_disagreement(answers, accuracy) == (
         "the models disagree on gender. On the test faces of their model cards, B got 92.7 % of genders right "
-        "(A 92.1 %): trust B more.")
+        "(A 92.2 %): trust B more.")
 
 
 def test_gender_disagreement_names_the_model_measured_better_and_says_what_its_numbers_are():
