@@ -383,8 +383,8 @@ def photo_tab_contents(page: Page, gender_accuracy: dict[str, float | None]) -> 
     button = gr.Button("Find faces", variant="primary")
     explain = gr.Checkbox(False, label="Show where each model looks",
                           info="A heatmap per face and model, for the age and gender answers shown "
-                               "(HiResCAM); about 20 ms more for one face, 50 ms for five, on a quiet "
-                               "2-core CPU.", elem_id="explain")
+                               "(HiResCAM); 20-40 ms more for one face, 50-110 ms for five, on a "
+                               "quiet 2-core CPU.", elem_id="explain")
     looks = gr.Gallery(label="Where each model looks: age | gender", columns=4, height="auto",
                        object_fit="contain", elem_id="saliency")
     gr.Markdown("How to read the maps: warm colours mark the parts of the face whose features raised that "
