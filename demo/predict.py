@@ -22,12 +22,18 @@ one, each face keeping its number). --workers decode the next photos while the
 current one is judged. --shard I/N takes every Nth photo from the Ith, so N processes (or machines,
 or torchrun ranks, which get their shard from RANK and WORLD_SIZE) split a folder; --merge then
 joins their parts in the order one process would have written.
+
+What a run's rows depend on (each model's weights and config, the detection threshold, the frames
+judged) is kept beside the CSV in `OUT.settings.json`; a run that would continue a CSV written with
+other models or settings stops with a message instead of mixing two runs' answers in one file.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -38,6 +44,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from demo.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from demo.export import COLUMNS, rows_for
 from demo.faces import MIN_SCORE
 from demo.images import ImageError, load_image
@@ -144,10 +151,48 @@ def decoded(files: list[Path], workers: int) -> Iterator[tuple[Path, object]]:
             futures[i] = None  # the decoded photo is not kept once judged
 
 
+class OtherRunError(Exception):
+    """The CSV to continue was written with other models or settings than this run's."""
+
+
+def settings_path(out: Path) -> Path:
+    return out.with_name(out.name + ".settings.json")
+
+
+def run_settings(predictor: Predictor, every: int, every_seconds: float | None) -> dict:
+    """What the rows depend on: a digest of each model's weights and config, the detection threshold and the
+    frames judged (a new model version pinned, or another --min-score, gives other rows for the same photos)."""
+    def digest(folder: Path) -> str:
+        sha = hashlib.sha256()
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            sha.update((folder / name).read_bytes())
+        return sha.hexdigest()[:16]
+
+    return {"models": {key: digest(model.folder) for key, model in predictor.models.items()},
+            "min_score": predictor.min_score, "every": every, "every_seconds": every_seconds}
+
+
+def check_same_run(out: Path, settings: dict) -> None:
+    """Records `settings` beside `out`; refuses to continue an `out` whose recorded settings differ. (A CSV
+    without a record, from before records were kept, is continued as it was.)"""
+    record = settings_path(out)
+    if out.is_file() and out.stat().st_size and record.is_file():
+        earlier = json.loads(record.read_text())
+        changed = [key for key in settings if earlier.get(key) != settings[key]]
+        if changed:
+            raise OtherRunError(
+                f"{out} was written with other {' and '.join(changed).replace('_', ' ')} than this run's: continuing "
+                f"it would mix two runs' answers. Give another --out, or delete {out} and {record.name} to start "
+                "again.")
+    record.write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, int] = (0, 1),
         workers: int = 2, every: int = 1, every_seconds: float | None = None) -> tuple[int, int]:
     """Writes (or continues) the CSV for this shard's photos and videos (every `every`-th frame, or one every
-    `every_seconds`); returns (files read, files that could not be read)."""
+    `every_seconds`); returns (files read, files that could not be read). OtherRunError if `out` was written
+    with other models or settings (check_same_run)."""
+    check_same_run(out, run_settings(predictor, every, every_seconds))
     index, count = shard
     mine = list(iter_paths(paths))[index::count]
     finished, clip = earlier_run(out)
@@ -191,7 +236,12 @@ def run(paths: list[Path], out: Path, predictor: Predictor, shard: tuple[int, in
 
 
 def merge(paths: list[Path], parts: list[Path], out: Path) -> int:
-    """Join shard CSVs into `out`, photos in the order one process would have written them; returns rows."""
+    """Join shard CSVs into `out`, photos in the order one process would have written them, and their settings
+    record (the parts must agree on it); returns rows."""
+    records = {settings_path(part).read_text() for part in parts if settings_path(part).is_file()}
+    if len(records) > 1:
+        raise SystemExit("the parts were written with other models or settings (their .settings.json files differ): "
+                         "judge every shard with the same ones first")
     by_file: dict[str, list[dict]] = {}
     for part in parts:
         with part.open(newline="") as f:
@@ -206,6 +256,8 @@ def merge(paths: list[Path], parts: list[Path], out: Path) -> int:
         writer.writeheader()
         for file in order:
             writer.writerows(by_file[file])
+    if records:
+        settings_path(out).write_text(records.pop())
     return sum(len(by_file[file]) for file in order)
 
 
@@ -275,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         done, failed = run(args.paths, args.out, predictor, args.shard or parse_shard(None), args.workers, args.every,
                            args.every_seconds)
+    except OtherRunError as error:
+        raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:  # Ctrl-C: the rows written stay, and the same command carries on from them
         print(f"\nStopped. The photos finished are in {args.out}; run the same command again to continue.",
               file=sys.stderr)

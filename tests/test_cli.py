@@ -105,6 +105,40 @@ def test_an_interrupted_run_continues_without_redoing_finished_photos(tmp_path, 
     assert out.read_text() == straight.read_text()
 
 
+def test_a_csv_written_with_other_models_or_settings_is_not_continued(tmp_path):
+    import json
+
+    from demo.faces import MIN_SCORE
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(ASTRONAUT, photos / "astronaut.jpg")
+    out = tmp_path / "results.csv"
+    main([str(photos), "--out", str(out), "--offline", "--models", "a"])
+    record = json.loads((tmp_path / "results.csv.settings.json").read_text())
+    assert list(record["models"]) == ["a"] and len(record["models"]["a"]) == 16 and record["min_score"] == MIN_SCORE
+    written = out.read_text()
+
+    # Another model set, another threshold: refused with what differs and what to do; the CSV is untouched.
+    with pytest.raises(SystemExit, match=r"other models than this run's.*Give another --out, or delete"):
+        main([str(photos), "--out", str(out), "--offline", "--models", "a,b"])
+    with pytest.raises(SystemExit, match="other min score"):
+        main([str(photos), "--out", str(out), "--offline", "--models", "a", "--min-score", "0.97"])
+    assert out.read_text() == written
+    # Other weights under the same name (a new version pinned) are other models too.
+    from demo.checkpoint import load_model
+    from demo.predict import OtherRunError, check_same_run, run_settings
+    from demo.predictor import Predictor
+    from demo.sources import LOCAL_DIRS
+
+    b_named_a = Predictor({"a": load_model(LOCAL_DIRS["b"])})
+    with pytest.raises(OtherRunError, match="other models"):
+        check_same_run(out, run_settings(b_named_a, 1, None))
+    # The same command continues (nothing left to do: the rows stay as they were).
+    main([str(photos), "--out", str(out), "--offline", "--models", "a"])
+    assert out.read_text() == written
+
+
 def test_shards_merge_into_the_same_csv_as_one_process(tmp_path, monkeypatch, capsys):
     photos = _photos(tmp_path)
     whole = tmp_path / "whole.csv"
@@ -121,6 +155,11 @@ def test_shards_merge_into_the_same_csv_as_one_process(tmp_path, monkeypatch, ca
     assert merged.read_text() == whole.read_text()
     with pytest.raises(SystemExit, match="finish every shard"):
         main([str(photos), "--out", str(tmp_path / "x.csv"), "--merge", str(parts[0])])
+    # Parts judged with other settings are not joined.
+    record = tmp_path / "part1.csv.settings.json"
+    record.write_text(record.read_text().replace('"every": 1', '"every": 2'))
+    with pytest.raises(SystemExit, match="other models or settings"):
+        main([str(photos), "--out", str(tmp_path / "y.csv"), "--merge", *map(str, parts)])
 
 
 def test_extract_split_copies_the_photos_of_one_split_as_they_are(tiny_pack, utk_folder, ff_folder, tmp_path):
