@@ -128,15 +128,14 @@ class ModelConfig:
         return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
 
     def set_range_rule(self, rule: AgeRangeRule) -> None:
+        self.age_estimate = rule.estimate  # a RangeRule's is always the mean
         if isinstance(rule, SpreadRule):
             self.range_kind = "spread"
             self.range_knots, self.range_below, self.range_above = rule.knots, rule.below, rule.above
             self.range_max_width, self.range_spread_power = rule.max_width, rule.power
-            self.age_estimate = rule.estimate
             self.age_temperature = 1.0
         else:
             self.range_kind = "percentiles"
-            self.age_estimate = rule.estimate
             self.range_starts, self.range_lower, self.range_upper = rule.starts, rule.lower, rule.upper
             self.age_temperature = rule.temperature
 
