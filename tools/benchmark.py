@@ -92,8 +92,12 @@ def compare_detection(min_face_size: int, data: bytes, runs: int, device: str, e
     between two minutes.
     """
     image = load_image(data)
+    # "served": the engine the app gives the detector (demo.engine.default_engine), named in the label.
     detectors = {f"demo.mtcnn ({engine})": FaceDetector(device=device, min_face_size=min_face_size, engine=engine)
-                 for engine in engines}
+                 for engine in engines if engine in ENGINES}
+    if "served" in engines and not detectors:
+        served = FaceDetector(device=device, min_face_size=min_face_size)
+        detectors[f"demo.mtcnn (served: {served.engine})"] = served
     detectors["facenet-pytorch"] = FaceDetector(device=device, min_face_size=min_face_size, batched_crops=False)
     times: dict[str, list[float]] = {name: [] for name in detectors}
     for i in range(runs + 3):
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         engine=served.get(engine, engine)))
                          for engine in engines} for size in {size for size, _ in cases.values()}}
     results = {name: run_cases(predictors[size], data, args.runs) for name, (size, data) in cases.items()}
-    detection = {name: compare_detection(size, data, args.runs, args.device, [e for e in engines if e in ENGINES])
+    detection = {name: compare_detection(size, data, args.runs, args.device, engines)
                  for name, (size, data) in cases.items()}
     where = (torch.cuda.get_device_name() if args.device.startswith("cuda")
              else f"{cpu_name()}, {torch.get_num_threads()} threads")
