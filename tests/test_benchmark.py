@@ -7,5 +7,5 @@ from tools.benchmark import compare_detection, frame_640x480
 def test_detection_is_compared_on_the_served_engine_too():
     # --engine served once timed stock MTCNN alone, with nothing to compare it to.
     times = compare_detection(40, frame_640x480(), runs=1, device="cpu", engines=["served"])
-    assert set(times) == {f"demo.mtcnn (served: {default_engine('detector')})", "facenet-pytorch"}
+    assert set(times) == {f"demo.mtcnn ({default_engine('detector')})", "facenet-pytorch"}
     assert all(t["median"] > 0 for t in times.values())
