@@ -25,6 +25,7 @@ from demo.heads import (
     AGE_ESTIMATES,
     AGE_MAX,
     AGE_MIN,
+    MULTIPLES_AT,
     AgeEstimate,
     AgeRangeRule,
     RangeRule,
@@ -74,7 +75,8 @@ class ModelConfig:
     # about `range_coverage` of true ages, 70-90 % in every age band (training.evaluation.ranges):
     # "spread": the estimate minus range_below[k] and plus range_above[k] times the distribution's
     #   standard deviation (to the power range_spread_power), interpolated between the estimates
-    #   range_knots[k], at most range_max_width years wide (SpreadRule);
+    #   range_knots[k], at most range_max_width years wide (SpreadRule); the multiples read at the estimate
+    #   or, range_multiples_at "age", at each age the range may hold (a confidence belt);
     # "percentiles" (configs written before round six): from the range_lower[k] to the range_upper[k]
     #   percentile of the distribution at `age_temperature`, for estimates from range_starts[k] on (RangeRule).
     range_kind: str = "spread"
@@ -87,6 +89,7 @@ class ModelConfig:
     range_above: tuple[float, ...] = SpreadRule().above
     range_max_width: float = SpreadRule().max_width
     range_spread_power: float = SpreadRule().power
+    range_multiples_at: str = SpreadRule().multiples_at
     age_temperature: float = 1.0
     range_starts: tuple[float, ...] = RangeRule().starts
     range_lower: tuple[float, ...] = RangeRule().lower
@@ -111,6 +114,9 @@ class ModelConfig:
             raise ValueError(f"range_kind must be one of {', '.join(RANGE_KINDS)}, not {self.range_kind!r}")
         if self.age_estimate not in AGE_ESTIMATES:
             raise ValueError(f"age_estimate must be one of {', '.join(AGE_ESTIMATES)}, not {self.age_estimate!r}")
+        if self.range_multiples_at not in MULTIPLES_AT:
+            raise ValueError(f"range_multiples_at must be one of {', '.join(MULTIPLES_AT)}, "
+                             f"not {self.range_multiples_at!r}")
         if self.range_kind == "percentiles" and self.age_estimate != RangeRule.estimate:
             raise ValueError("percentile ranges are read around the mean: age_estimate must be 'mean'")
         if not 0.5 <= self.gender_unsure_below < 1:
@@ -124,7 +130,7 @@ class ModelConfig:
     def range_rule(self) -> AgeRangeRule:
         if self.range_kind == "spread":
             return SpreadRule(self.range_knots, self.range_below, self.range_above, self.range_max_width,
-                              self.range_spread_power, self.age_estimate)
+                              self.range_spread_power, self.age_estimate, self.range_multiples_at)
         return RangeRule(self.range_starts, self.range_lower, self.range_upper, self.age_temperature)
 
     def set_range_rule(self, rule: AgeRangeRule) -> None:
@@ -133,6 +139,7 @@ class ModelConfig:
             self.range_kind = "spread"
             self.range_knots, self.range_below, self.range_above = rule.knots, rule.below, rule.above
             self.range_max_width, self.range_spread_power = rule.max_width, rule.power
+            self.range_multiples_at = rule.multiples_at
             self.age_temperature = 1.0
         else:
             self.range_kind = "percentiles"

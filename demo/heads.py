@@ -10,7 +10,11 @@ two differ by a year or more. The range is read from the same distribution by a 
   the distribution's own spread (its root-mean-square distance from the estimate), the multiples a
   smooth function of the estimate. A face the model is unsure of gets a wide range, a clear one a
   narrow range; the range always holds the age shown. The multiples are normalised conformal
-  quantiles fitted on validation faces (training.evaluation.ranges).
+  quantiles fitted on validation faces (training.evaluation.ranges), read either at the estimate
+  (calibrated so that each *estimate* gets its coverage) or at each age the range might hold
+  (`multiples_at="age"`: a confidence belt, calibrated so that each *true age* gets it, which
+  follows a model's regression to the mean: the ranges of estimates near 60 reach up to the
+  over-70s that get such estimates).
 - `RangeRule` (configs written before): between two percentiles of the distribution, chosen by
   region of the estimate. Kept so that older model folders read as they always did.
 """
@@ -27,6 +31,8 @@ from torch import nn
 AGE_MIN, AGE_MAX = 1, 116
 # Which point of an age distribution is the age shown (SpreadRule.estimate, `point_estimate`).
 AGE_ESTIMATES = ("mean", "median")
+# Where a SpreadRule reads its multiples: at the face's estimate, or at each age its range might hold.
+MULTIPLES_AT = ("estimate", "age")
 
 
 class AgeGenderHeads(nn.Module):
@@ -101,10 +107,18 @@ class SpreadRule:
     The estimate is the distribution's mean or median (`estimate`, AGE_ESTIMATES); the spread is the
     distribution's root-mean-square distance from it, raised to `power` (1: as it is; above 1,
     the ranges of faces the model is sure of narrow and those of faces it is unsure of widen);
-    the multiples are read at the estimate by linear interpolation between `knots` (constant
-    beyond the first and last), so the range's width changes smoothly with the estimate. Bounds
-    are rounded to whole years and always include the rounded estimate, the age shown; the range
-    is at most `max_width` years wide. The default is a Gaussian's central 80 % everywhere.
+    the multiples are read by linear interpolation between `knots` (constant beyond the first and
+    last), so the range changes smoothly with the estimate. Where they are read (`multiples_at`):
+
+    - "estimate": at the face's estimate m; the range is [m - below(m) s, m + above(m) s].
+    - "age": at each year y the range might hold; y is inside when m - below(y) s < y + 1/2 and
+      y - 1/2 <= m + above(y) s, i.e. when m lies in y's acceptance band, the estimates that faces
+      truly y years old get (a Neyman confidence belt, inverted). Fitted per true age, it holds its
+      coverage for every true age rather than for every estimate; the range is the years inside,
+      from the first to the last.
+
+    Bounds are whole years and always include the rounded estimate, the age shown; the range is at
+    most `max_width` years wide. The default is a Gaussian's central 80 % everywhere.
     """
 
     knots: tuple[float, ...] = (float(AGE_MIN),)
@@ -117,6 +131,8 @@ class SpreadRule:
     power: float = 1.0
     # Which point of the distribution is the age shown and the range's centre.
     estimate: str = "mean"
+    # Where the multiples are read (MULTIPLES_AT): "estimate" for every config written before round nine.
+    multiples_at: str = "estimate"
     # The spread is that of the distribution the estimate is read from: never tempered.
     temperature: ClassVar[float] = 1.0
 
@@ -133,9 +149,11 @@ class SpreadRule:
             raise ValueError(f"power must be above 0, not {self.power}")
         if self.estimate not in AGE_ESTIMATES:
             raise ValueError(f"estimate must be one of {', '.join(AGE_ESTIMATES)}, not {self.estimate!r}")
+        if self.multiples_at not in MULTIPLES_AT:
+            raise ValueError(f"multiples_at must be one of {', '.join(MULTIPLES_AT)}, not {self.multiples_at!r}")
 
     def multiples(self, estimate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (below, above) multiples of the spread at each estimate."""
+        """The (below, above) multiples of the spread at each estimate (or, multiples_at "age", each age)."""
         return (_interpolate(estimate, self.knots, self.below), _interpolate(estimate, self.knots, self.above))
 
     def read(self, probs: torch.Tensor, estimate: torch.Tensor, age_min: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,13 +161,31 @@ class SpreadRule:
         estimates `estimate` (read from `probs` as `self.estimate` says)."""
         age_max = age_min + probs.shape[-1] - 1
         spread = age_spread(probs, estimate, age_min, self.power)
-        below, above = self.multiples(estimate)
+        if self.multiples_at == "estimate":
+            below, above = self.multiples(estimate)
+            reach_below, reach_above = below * spread, above * spread
+        else:
+            reach_below, reach_above = self._belt_reach(estimate, spread, age_min, age_max)
         # Narrowed to max_width - 1 before rounding, so that the rounded bounds lie at most max_width apart.
-        spread = spread * ((self.max_width - 1) / ((below + above) * spread).clamp_min(1e-6)).clamp(max=1.0)
+        narrowed = ((self.max_width - 1) / (reach_below + reach_above).clamp_min(1e-6)).clamp(max=1.0)
         shown = torch.round(estimate)
-        low = torch.minimum(torch.round(estimate - below * spread), shown).clamp(age_min, age_max)
-        high = torch.maximum(torch.round(estimate + above * spread), shown).clamp(age_min, age_max)
+        low = torch.minimum(torch.round(estimate - reach_below * narrowed), shown).clamp(age_min, age_max)
+        high = torch.maximum(torch.round(estimate + reach_above * narrowed), shown).clamp(age_min, age_max)
         return low, high
+
+    def _belt_reach(self, estimate: torch.Tensor, spread: torch.Tensor, age_min: int, age_max: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """How far below and above the estimate the belt's range reaches: to its first and last year inside."""
+        years = age_bins(age_min, age_max).to(estimate.device)
+        below, above = self.multiples(years)
+        m, s = estimate.float().unsqueeze(-1), spread.unsqueeze(-1)
+        inside = (m - below * s < years + 0.5) & (years - 0.5 <= m + above * s)
+        # With multiples of at least 0 the year shown is always inside; where rounding leaves none, the
+        # range is the year shown alone (the caller includes it).
+        first = torch.where(inside, years, torch.inf).amin(dim=-1)
+        last = torch.where(inside, years, -torch.inf).amax(dim=-1)
+        m = m.squeeze(-1)
+        return (m - first).clamp_min(0.0), (last - m).clamp_min(0.0)  # none inside: -inf, so 0
 
 
 # Either rule reads a range from a distribution; which one a model uses is in its config.

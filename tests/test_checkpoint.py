@@ -147,6 +147,24 @@ def test_a_spread_rules_power_is_saved_and_older_spread_configs_read_it_as_1(tmp
     assert decode_age(logits[None], 1, squared).low.item() == round(40 - 0.2 * 36)
 
 
+def test_a_belt_rule_is_saved_and_older_spread_configs_read_their_multiples_at_the_estimate(tmp_path):
+    from demo.heads import SpreadRule
+
+    _tiny(tmp_path)
+    config = read_config(tmp_path)
+    belt = SpreadRule(knots=(1.0, 40.0), below=(0.5, 1.2), above=(0.5, 1.6), multiples_at="age")
+    config.set_range_rule(belt)
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert read_config(tmp_path).range_rule == belt
+    data = json.loads(config.to_json())
+    del data["range_multiples_at"]  # as every config written before the belt
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert read_config(tmp_path).range_rule.multiples_at == "estimate"
+    (tmp_path / "config.json").write_text(json.dumps({**data, "range_multiples_at": "truth"}))
+    with pytest.raises(ModelLoadError, match="multiples_at must be one of estimate, age"):
+        read_config(tmp_path)
+
+
 def test_a_median_estimate_is_saved_served_and_older_configs_read_the_mean(tmp_path):
     from demo.heads import SpreadRule, point_estimate
 

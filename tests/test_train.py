@@ -492,6 +492,11 @@ def test_calibrate_refits_a_run_without_touching_its_weights(tiny_pack, tmp_path
     assert load_model(run).config.range_rule.estimate == "median"
     assert json.loads((run / "train_config.json").read_text())["age_estimate"] == "median"
     assert json.loads((run / "val_metrics.json").read_text())["range_rule"]["estimate"] == "median"
+    # The belt: multiples by true age, saved as such, the range around the same median.
+    calibrate_main([str(run), "--range-rule", "belt"])
+    rule = load_model(run).config.range_rule
+    assert rule.multiples_at == "age" and rule.estimate == "median"
+    assert json.loads((run / "val_metrics.json").read_text())["range_rule"]["multiples_at"] == "age"
 
 
 def test_mixup_partners_are_other_faces_near_in_age():

@@ -1,7 +1,7 @@
 """Fit a trained model's calibration on the validation faces again, as training ends by doing.
 
     python -m training.calibrate runs/model_b [--data data/faces] [--age-adjust-tolerance 0.05]
-        [--range-rule spread|percentiles] [--range-spread-power P] [--age-estimate mean|median]
+        [--range-rule spread|belt|percentiles] [--range-spread-power P] [--age-estimate mean|median]
         [--flip on|gender|off]
 
 Refits the age head's logit adjustment, its range, the gender temperature and the unsure threshold of
@@ -32,11 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="the pack to take validation faces from (default: the run's)")
     parser.add_argument("--age-adjust-tolerance", type=float, help="default: the run's setting")
     parser.add_argument("--range-rule", choices=RANGE_RULES, help="spread (the default since round six: estimate "
-                        "plus and minus multiples of the distribution's spread) or percentiles (before)")
-    parser.add_argument("--range-spread-power", type=float, metavar="P", help="spread only: the spread raised to "
+                        "plus and minus multiples of the distribution's spread, by estimate), belt (the same "
+                        "multiples by true age) or percentiles (before round six)")
+    parser.add_argument("--range-spread-power", type=float, metavar="P", help="spread and belt: the spread raised to "
                         "this power (default: the run's setting, 1)")
     parser.add_argument("--age-estimate", choices=AGE_ESTIMATES, help="the age shown: the distribution's mean or its "
-                        "median (spread ranges only; default: the run's setting, mean)")
+                        "median (spread and belt ranges only; default: the run's setting, mean)")
     parser.add_argument("--range-sweeps", type=int, help="percentiles only; default: the run's setting (0: "
                         "split-conformal levels alone)")
     parser.add_argument("--flip", choices=FLIP_MODES, help="average the answers (on), or the gender answer alone "

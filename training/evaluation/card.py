@@ -17,6 +17,14 @@ from training.data.spec import YEAR, DatasetSpec
 from training.evaluation.markdown import table
 from training.evaluation.report import breakdown_cells, headline
 
+# How the card says a spread range is read (config.range_multiples_at), around the age shown ({}).
+SPREAD_TEXT = {
+    "estimate": "the {0} minus and plus multiples of the distribution's spread around it, the multiples fitted on "
+                "validation faces by estimate",
+    "age": "every year whose band of likely {0}s holds this one, a band being that year minus and plus multiples "
+           "of the distribution's spread, the multiples fitted on validation faces by true age (a confidence belt: "
+           "each true age gets its coverage)",
+}
 # What the card says of the model's test-time flip (config.flip), in calibration and in its results.
 FLIP_TEXT = {
     "off": "",
@@ -74,9 +82,9 @@ def _card_body(config: ModelConfig, metrics: dict | None, evaluated: list[Datase
         f"input {config.input_size}x{config.input_size} px from a {config.crop_size} px face crop aligned with MTCNN "
         f"landmarks. The age head gives a distribution over years: the app shows its {config.age_estimate} "
         "(`age_estimate` in `config.json`) and its 80 % range"
-        + (f" (the {config.age_estimate} minus and plus multiples of the distribution's spread around it, fitted on "
-           "validation faces by estimate: `range_*` in `config.json`; it always holds the age shown and is at most "
-           f"{config.range_max_width:g} years wide)" if config.range_kind == "spread" else "")
+        + (f" ({SPREAD_TEXT[config.range_multiples_at].format(config.age_estimate)}: `range_*` in `config.json`; "
+           f"it always holds the age shown and is at most {config.range_max_width:g} years wide)"
+           if config.range_kind == "spread" else "")
         + "; the gender head gives P(female)"
         + (f", shown as \"unsure\" where max(P(female), 1 - P(female)) is below {config.gender_unsure_below:.2f} "
            "(`gender_unsure_below`, chosen on validation)" if config.gender_unsure_below > 0.5 else "")

@@ -1,16 +1,21 @@
 """The age range's fit (a `demo.heads.SpreadRule`) and its honest measurement on validation.
 
 The range is the estimate m minus b and plus a times the spread s of the face's own distribution
-(its standard deviation, or that to a power: `power`), b and a read at m between a few knots. The
+(its standard deviation, or that to a power: `power`), b and a read between a few knots. The
 multiples are normalised split-conformal quantiles (Papadopoulos et al. 2002; Lei et al. 2018): a
 year y is inside the range when b > (m - y - 1/2) / s and a >= (y - 1/2 - m) / s (the bounds are
 rounded to years), so b is the (1 + coverage) / 2 quantile of the first score and a that of the
 second, over the true ages of the validation faces; misses below and above are each
-(1 - coverage) / 2.
+(1 - coverage) / 2, except where one side cannot miss its half (a true age of 1 lies above no
+range): the other side takes the rest.
 
 Localised by estimate: knot k's quantiles weigh each face by the linear-interpolation ("hat")
 weight its estimate gives knot k, the same weights that read the multiples back, so each knot is
-fitted on the faces whose ranges it shapes, and the width changes smoothly with the estimate. A
+fitted on the faces whose ranges it shapes, and the width changes smoothly with the estimate. Or
+localised by true age (`multiples_at="age"`, a confidence belt): knot k's quantiles weigh each
+(face, true year) pair by the hat weight of that year, and b and a are read at each year the range
+might hold (`SpreadRule.read`), so each true age, not each estimate, gets the coverage: a model's
+regression to the mean (the old answered younger, teenagers older) moves the ranges with it. A
 face labelled with an age group counts by the weight of each of its years (`year_weights`).
 Weighed by band (the default): each data set alike, and within one each true age band or group
 alike, so that the rare bands (the old, babies, FairFace's 70+) pull the quantiles of the
@@ -35,6 +40,9 @@ from training.evaluation.metrics import AGE_BREAKDOWNS, WIDE_RANGE, Outputs, ran
 
 # Estimates at which the multiples are fitted (years): close together where a year means most.
 SPREAD_KNOTS = (1.0, 3.0, 8.0, 15.0, 25.0, 40.0, 60.0, 80.0)
+# True ages at which a belt's multiples are fitted: two more among the teenagers, whom the models answer
+# older and older from 10 to 19 (FairFace's teenagers most of all), so that the bias is followed year by year.
+BELT_KNOTS = (1.0, 3.0, 8.0, 13.0, 18.0, 25.0, 40.0, 60.0, 80.0)
 # A knot whose faces (summed hat weights) are fewer than this is dropped: its neighbours' multiples
 # reach over it (beyond the last knot kept, the last multiples hold); with none left, one pair for all.
 MIN_KNOT_FACES = 30.0
@@ -43,14 +51,19 @@ MIN_KNOT_FACES = 30.0
 BALANCES = ("bands", "faces")
 
 
-def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tuple[float, ...] = SPREAD_KNOTS,
-                    balance: str = "bands", sweeps: int = 0, power: float = 1.0, estimate: str = "mean"
-                    ) -> SpreadRule:
+def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tuple[float, ...] | None = None,
+                    balance: str = "bands", sweeps: int = 0, power: float = 1.0, estimate: str = "mean",
+                    multiples_at: str = "estimate") -> SpreadRule:
     """The SpreadRule whose ranges hold `coverage` of the true ages of the faces in `out`, localised by
-    estimate between `knots` (module docstring), with the spread raised to `power`, around the distribution's
-    `estimate` (AGE_ESTIMATES). `out.age_logits` as served (logit offsets added)."""
+    estimate (or, `multiples_at` "age", by true age) between `knots` (default SPREAD_KNOTS, or BELT_KNOTS
+    by true age; module docstring), with the spread raised to `power`, around the distribution's `estimate`
+    (AGE_ESTIMATES). `out.age_logits` as served (logit offsets added)."""
     if balance not in BALANCES:
         raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
+    if sweeps and multiples_at != "estimate":
+        raise ValueError("the band balance (sweeps) moves multiples read at the estimate only")
+    if knots is None:
+        knots = SPREAD_KNOTS if multiples_at == "estimate" else BELT_KNOTS
     probs = torch.softmax(out.age_logits.float(), dim=-1)
     years = age_bins(age_min, age_min + probs.shape[-1] - 1)
     centre = point_estimate(probs, age_min, estimate)  # m: the mean or the median
@@ -59,26 +72,56 @@ def fit_spread_rule(out: Outputs, age_min: int, coverage: float = 0.8, knots: tu
     face_weight = torch.from_numpy(_face_weights(out, balance))
     need_below = (centre[:, None] - years[None, :] - 0.5) / spread[:, None]  # covered below when b exceeds it
     need_above = (years[None, :] - 0.5 - centre[:, None]) / spread[:, None]  # covered above when a reaches it
-    hats = _hat_weights(centre, knots)  # faces x knots
-    kept = [k for k in range(len(knots)) if float(hats[:, k].sum()) >= MIN_KNOT_FACES]
+
+    def localised(knots: tuple[float, ...]) -> torch.Tensor:
+        """Faces x years x knots: how much each (face, year) pair weighs in each knot's quantiles."""
+        if multiples_at == "estimate":
+            return weights[:, :, None] * _hat_weights(centre, knots)[:, None, :]
+        return weights[:, :, None] * _hat_weights(years, knots)[None, :, :]
+
+    local = localised(knots)
+    kept = [k for k in range(len(knots)) if float(local[:, :, k].sum()) >= MIN_KNOT_FACES]
     if len(kept) < len(knots):  # the faces of a dropped knot go to the knots kept beside it
         knots = tuple(knots[k] for k in kept) or (float(age_min),)
-        hats = _hat_weights(centre, knots)
-    q = (1 + coverage) / 2
+        local = localised(knots)
     below, above = [], []
     for k in range(len(knots)):
-        w = weights * (face_weight * hats[:, k])[:, None]
-        # Strictly above the quantile: a face exactly on it is inside (rounding of the lower bound).
-        below.append(max(0.0, _weighted_quantile(need_below, w, q) + 1e-4))
-        above.append(max(0.0, _weighted_quantile(need_above, w, q)))
+        b, a = _knot_multiples(need_below, need_above, local[:, :, k] * face_weight[:, None], coverage)
+        below.append(b)
+        above.append(a)
     rule = SpreadRule(knots=tuple(float(k) for k in knots), below=tuple(round(b, 4) for b in below),
-                      above=tuple(round(a, 4) for a in above), power=power, estimate=estimate)
+                      above=tuple(round(a, 4) for a in above), power=power, estimate=estimate,
+                      multiples_at=multiples_at)
     return _balance_multiples(out, rule, centre, spread, weights, coverage, sweeps) if sweeps else rule
 
 
-def fit_global_spread(out: Outputs, age_min: int, coverage: float = 0.8) -> SpreadRule:
+def _knot_multiples(need_below: torch.Tensor, need_above: torch.Tensor, w: torch.Tensor, coverage: float
+                    ) -> tuple[float, float]:
+    """One knot's (below, above) multiples: each side misses (1 - coverage) / 2 of the weight `w` on the
+    (face, year) scores, but a side that cannot miss its half (a true age next to the head's first year
+    hardly ever lies above a range) leaves the rest to the other."""
+    half_miss = (1 - coverage) / 2
+
+    def multiple_below(miss: float) -> float:
+        # Strictly above the quantile: a face exactly on it is inside (rounding of the lower bound).
+        return max(0.0, _weighted_quantile(need_below, w, 1 - miss) + 1e-4)
+
+    def multiple_above(miss: float) -> float:
+        return max(0.0, _weighted_quantile(need_above, w, 1 - miss))
+
+    b, a = multiple_below(half_miss), multiple_above(half_miss)
+    short_above = half_miss - _weighted_share(need_above > a, w)
+    short_below = half_miss - _weighted_share(need_below >= b, w)
+    if short_above > 0.01:
+        b = multiple_below(half_miss + short_above)
+    elif short_below > 0.01:
+        a = multiple_above(half_miss + short_below)
+    return b, a
+
+
+def fit_global_spread(out: Outputs, age_min: int, coverage: float = 0.8, estimate: str = "mean") -> SpreadRule:
     """One pair of multiples for every estimate (the alternative with two parameters)."""
-    return fit_spread_rule(out, age_min, coverage, knots=(float(age_min),), balance="faces")
+    return fit_spread_rule(out, age_min, coverage, knots=(float(age_min),), balance="faces", estimate=estimate)
 
 
 def _hat_weights(centre: torch.Tensor, knots: tuple[float, ...]) -> torch.Tensor:
@@ -125,6 +168,11 @@ def _face_weights(out: Outputs, balance: str) -> np.ndarray:
         for r in rows:
             weight[row == r] = 1 / (len(rows) * (row == r).sum())
     return weight.astype(np.float32)
+
+
+def _weighted_share(mask: torch.Tensor, weights: torch.Tensor) -> float:
+    """The share of the weight where `mask` holds."""
+    return float((weights.double() * mask).sum() / weights.double().sum())
 
 
 def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, q: float) -> float:

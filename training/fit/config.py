@@ -62,7 +62,7 @@ def setting(default, help: str, *, flag: str | None = None, **kwargs):
 
 
 # How the 80 % range is fitted after training (TrainConfig.range_rule; demo.heads).
-RANGE_RULES = ("spread", "percentiles")
+RANGE_RULES = ("spread", "belt", "percentiles")
 
 
 @dataclass
@@ -87,15 +87,16 @@ class TrainConfig:
     age_adjust_tolerance: float = setting(0.05, "after training: adjust the age head towards ages rare in training "
                                           "(post-hoc logit adjustment) as far as costs at most this many years of "
                                           "validation MAE; 0: no adjustment")
-    range_rule: str = setting("spread", "after training: how the 80 %% range is read and fitted: spread (the "
+    range_rule: str = setting("belt", "after training: how the 80 %% range is read and fitted: spread (the "
                               "estimate plus and minus multiples of the distribution's spread, normalised "
-                              "conformal quantiles by estimate) or percentiles (before round six: percentiles "
-                              "per region of the estimate, fitted to the age bands)")
+                              "conformal quantiles by estimate), belt (the same multiples fitted and read by "
+                              "true age: each true age gets its coverage) or percentiles (before round six: "
+                              "percentiles per region of the estimate, fitted to the age bands)")
     age_estimate: str = setting("mean", "after training: the age shown, read from the age distribution: its mean "
-                                "or its median (spread ranges only; fitted around it)")
-    range_spread_power: float = setting(1.0, "spread only: the distribution's spread raised to this power before "
-                                        "the multiples scale it (above 1: narrower ranges for faces the model is "
-                                        "sure of, wider for those it is not)")
+                                "or its median (spread and belt ranges only; fitted around it)")
+    range_spread_power: float = setting(1.0, "spread and belt only: the distribution's spread raised to this power "
+                                        "before the multiples scale it (above 1: narrower ranges for faces the "
+                                        "model is sure of, wider for those it is not)")
     range_sweeps: int = setting(8, "percentiles only: sweeps of the range fit that bring every age band's coverage "
                                    "within 70-90 %%; 0 keeps the split-conformal levels per region alone")
     flip: str = setting("off", "test-time flip in calibration and serving: average the answers (on), or the gender "
@@ -159,9 +160,9 @@ class TrainConfig:
             raise ValueError(f"--range-rule must be {' or '.join(RANGE_RULES)}, not {self.range_rule!r}")
         if self.range_spread_power <= 0:
             raise ValueError(f"--range-spread-power must be above 0, not {self.range_spread_power}")
-        if self.age_estimate not in AGE_ESTIMATES or (self.age_estimate != "mean" and self.range_rule != "spread"):
+        if self.age_estimate not in AGE_ESTIMATES or (self.age_estimate != "mean" and self.range_rule == "percentiles"):
             raise ValueError(f"--age-estimate must be {' or '.join(AGE_ESTIMATES)} (median with --range-rule spread "
-                             f"only), not {self.age_estimate!r}")
+                             f"or belt only), not {self.age_estimate!r}")
         if self.mixup < 0 or self.mixup_years < 0:
             raise ValueError(f"--mixup and --mixup-years must be 0 (off) or more, not {self.mixup}, {self.mixup_years}")
         if not 0.0 <= self.ema < 1.0:

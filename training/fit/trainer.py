@@ -466,7 +466,8 @@ def calibrate(run_dir: Path, val_loader: DataLoader, cfg: TrainConfig, pack: Fac
         if cfg.range_rule == "percentiles":
             return fit_age_range(faces, mcfg.age_min, mcfg.range_coverage, sweeps=cfg.range_sweeps)
         return fit_spread_rule(faces, mcfg.age_min, mcfg.range_coverage, power=cfg.range_spread_power,
-                               estimate=cfg.age_estimate)
+                               estimate=cfg.age_estimate,
+                               multiples_at="age" if cfg.range_rule == "belt" else "estimate")
 
     mcfg.set_range_rule(fit_range(out))
     mcfg.gender_temperature = fit_gender_temperature(out)
